@@ -1,0 +1,230 @@
+"""The `evals` command line: parse arguments, call the library, render; no logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from harness.errors import ConfigError, HarnessError
+
+app = typer.Typer(
+    name="evals",
+    help="Evaluate LLM and RAG features: run suites, compare runs, gate CI, view traces.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+STORE_OPTION = typer.Option(None, "--store", help="Run store file (default .evals/evals.db, "
+                            "or $EVALS_HOME/evals.db).")
+
+
+def _fail(exc: HarnessError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _store_path(store: Path | None) -> Path:
+    from harness.store import default_store_path
+
+    return store if store is not None else default_store_path()
+
+
+@app.command()
+def run(
+    suite: Path | None = typer.Argument(None, help="Suite file, e.g. evalsets/demo.yaml."),
+    model: list[str] = typer.Option([], "--model", "-m", help="Run these litellm models "
+                                    "instead of the suite's (repeatable)."),
+    repeat: int | None = typer.Option(None, "--repeat", min=1, help="Epochs per case."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N cases."),
+    sample: int | None = typer.Option(None, "--sample", min=1, help="A seeded random sample."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for --sample."),
+    filters: list[str] = typer.Option([], "--filter", help="key=value on case metadata; "
+                                      "tag=x for tags (repeatable, ANDed)."),
+    concurrency: int | None = typer.Option(None, "--concurrency", "-c", min=1),
+    cache: str = typer.Option("auto", "--cache", help="auto|on|off|read-only|refresh "
+                              "(auto: on for temperature 0)."),
+    max_error_rate: float = typer.Option(0.10, "--max-error-rate", min=0.0, max=1.0),
+    resume: str | None = typer.Option(None, "--resume", help="Continue a run: RUN_ID or last."),
+    store: Path | None = STORE_OPTION,
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Run a suite: every case x model x epoch, scored, stored and summarised."""
+    from harness import render
+    from harness.providers import CACHE_MODES
+    from harness.runner import Runner, RunOptions, execute
+    from harness.suite import Selection
+
+    if cache not in CACHE_MODES:
+        raise _fail(ConfigError(f"--cache must be one of {', '.join(CACHE_MODES)}"))
+    options = RunOptions(
+        repeat=repeat, concurrency=concurrency, cache_mode=cache,  # type: ignore[arg-type]
+        max_error_rate=max_error_rate,
+        selection=Selection(limit=limit, sample=sample, seed=seed, filters=list(filters)),
+    )
+    bar: Any = None
+
+    def on_start(runner: Runner) -> None:
+        nonlocal bar
+        bar = render.progress_bar(err, runner.progress)
+        bar.start()
+        bar.add_task(runner.suite.name, total=None)
+
+    def on_progress(progress: Any) -> None:
+        if bar is not None:
+            bar.update(bar.task_ids[0], completed=progress.done, total=progress.total)
+
+    try:
+        outcome = execute(
+            suite, project_dir=Path.cwd(), store_path=_store_path(store), options=options,
+            model_ids=list(model), resume=resume, on_start=on_start, on_progress=on_progress,
+            install_signals=_install_signals,
+        )
+    except HarnessError as exc:
+        if bar is not None:
+            bar.stop()
+        raise _fail(exc) from None
+    finally:
+        if bar is not None:
+            bar.stop()
+    summary = outcome.summary
+    if json_output:
+        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, **summary},
+                         indent=2, default=str))
+    else:
+        out.print(render.summary_table(summary, f"run {outcome.run_id} ({outcome.status})"))
+        out.print(render.cost_table(summary))
+        for line in render.threshold_lines(summary):
+            out.print(line, highlight=False)
+    if summary["error_rate"] > max_error_rate:
+        err.print(f"error rate {render.pct(summary['error_rate'])} is above --max-error-rate "
+                  f"{render.pct(max_error_rate)}: the run could not measure", highlight=False)
+        raise typer.Exit(3)
+    if outcome.status == "interrupted":
+        err.print(f"interrupted: resume with `evals run --resume {outcome.run_id}`")
+        raise typer.Exit(130)
+    raise typer.Exit(0 if summary["thresholds_ok"] else 1)
+
+
+def _install_signals(stop: Any, flush: Any) -> None:
+    """First Ctrl-C: stop scheduling, finish in-flight calls. Second: save and quit now."""
+    loop = asyncio.get_running_loop()
+    pressed = {"count": 0}
+
+    def on_signal() -> None:
+        pressed["count"] += 1
+        if pressed["count"] == 1:
+            err.print("\nstopping: finishing in-flight calls (Ctrl-C again to quit now)")
+            stop()
+        else:
+            flush()
+            os._exit(130)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+
+@app.command()
+def runs(
+    suite: str | None = typer.Option(None, "--suite", help="Only runs of this suite."),
+    limit: int = typer.Option(20, "--limit", min=1),
+    store: Path | None = STORE_OPTION,
+) -> None:
+    """List runs, newest first."""
+    from harness import render
+    from harness.store import Store
+
+    try:
+        with Store.open(_store_path(store), create=False) as db:
+            out.print(render.runs_table(db.list_runs(suite=suite, limit=limit)))
+    except HarnessError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def show(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id, id prefix, or 'last'."),
+    failures: int = typer.Option(10, "--failures", help="How many failing cases to list."),
+    json_output: bool = typer.Option(False, "--json"),
+    store: Path | None = STORE_OPTION,
+) -> None:
+    """Show one run: lineage, summary, and its failing and errored cases."""
+    from harness import render
+    from harness.store import Store
+
+    try:
+        with Store.open(_store_path(store), create=False) as db:
+            record = db.get_run(run_ref)
+            results = db.results(record["id"])
+    except HarnessError as exc:
+        raise _fail(exc) from None
+    if json_output:
+        print(json.dumps({"run": record, "results": [r.to_dict() for r in results]},
+                         indent=2, default=str))
+        return
+    for renderable in render.run_details(record, results, failures=failures):
+        out.print(renderable)
+
+
+@app.command("export")
+def export_run(
+    run_ref: str = typer.Argument(..., metavar="RUN"),
+    output: Path = typer.Option(..., "--output", "-o", help="File to write (.jsonl or .parquet)."),
+    store: Path | None = STORE_OPTION,
+) -> None:
+    """Write a portable run file (lineage + results) for another machine or a CI baseline."""
+    from harness.runfile import write_run_file
+    from harness.store import Store
+
+    try:
+        with Store.open(_store_path(store), create=False) as db:
+            run_record = write_run_file(db, run_ref, output)
+    except HarnessError as exc:
+        raise _fail(exc) from None
+    err.print(f"wrote run {run_record['id']} to {output}")
+
+
+@app.command("import")
+def import_run(
+    file: Path = typer.Argument(..., help="A run file written by `evals export`."),
+    store: Path | None = STORE_OPTION,
+) -> None:
+    """Read a run file into the store."""
+    from harness.runfile import read_run_file
+    from harness.store import Store
+
+    try:
+        header, results = read_run_file(file)
+        with Store.open(_store_path(store)) as db:
+            db.import_run(header["run"], results)
+    except HarnessError as exc:
+        raise _fail(exc) from None
+    err.print(f"imported run {header['run']['id']} ({len(results)} results)")
+
+
+@app.command()
+def schema(kind: str = typer.Argument("suite", help="suite or prompt")) -> None:
+    """Print the JSON Schema of suite (or prompt) files, for editor autocomplete."""
+    from harness.config import schema_for
+
+    try:
+        print(json.dumps(schema_for(kind), indent=2))
+    except ConfigError as exc:
+        raise _fail(exc) from None
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

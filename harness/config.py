@@ -1,0 +1,259 @@
+"""Pydantic models of every user-written YAML file, validated with file:line: field errors."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.datasets import DatasetSpec
+from harness.errors import ConfigError
+from harness.yamlfile import Loc, YamlDoc
+
+# Strings that look like real credentials; a config file holding one is refused.
+SECRET_PATTERN = re.compile(
+    r"\b(sk-[A-Za-z0-9_\-]{20,}|sk-ant-[A-Za-z0-9_\-]{20,}|AIza[0-9A-Za-z_\-]{35}"
+    r"|ghp_[A-Za-z0-9]{30,}|xox[bp]-[A-Za-z0-9\-]{20,}|AKIA[0-9A-Z]{16})"
+)
+SECRET_KEYS = {"api_key", "apikey", "api-key", "token", "secret", "password", "authorization"}
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(Strict):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class PromptConfig(Strict):
+    """prompts/<name>.yaml: chat message templates plus model params, tools, response_format."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class Price(Strict):
+    """A per-model price override, in US dollars per million tokens."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class ModelConfig(Strict):
+    """One model under evaluation: a litellm model string plus how to reach and pace it."""
+
+    id: str = Field(min_length=1)
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    api_base: str | None = None
+    api_version: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    concurrency: int | None = Field(default=None, ge=1, le=1024)
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    retry_budget_s: float = Field(default=180.0, gt=0)
+    backoff_s: float = Field(default=0.5, ge=0)
+    price: Price | None = None
+    litellm: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("api_key", "apikey", "key"):
+                if key in data:
+                    raise ValueError(
+                        f"literal API keys are not allowed in files ('{key}'); "
+                        "name an environment variable with api_key_env"
+                    )
+        if isinstance(data, str):
+            return {"id": data}
+        return data
+
+    @field_validator("litellm")
+    @classmethod
+    def _no_keys_in_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key.lower() in SECRET_KEYS or "key" in key.lower():
+                raise ValueError(f"'{key}' may not be set in a file; use api_key_env")
+        return value
+
+    @property
+    def label(self) -> str:
+        """How results name this model (its `name`, else its id)."""
+        return self.name or self.id
+
+
+class TargetConfig(Strict):
+    """What is evaluated: chat (prompt -> model), replay (outputs in the dataset), python."""
+
+    type: Literal["chat", "replay", "python"]
+    function: str | None = None
+    output_field: str = "output"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            if data.startswith("python:"):
+                return {"type": "python", "function": data.removeprefix("python:")}
+            return {"type": data}
+        if isinstance(data, dict) and "python" in data and "type" not in data:
+            rest = {k: v for k, v in data.items() if k != "python"}
+            return {"type": "python", "function": data["python"], **rest}
+        return data
+
+    @model_validator(mode="after")
+    def _function_for_python(self) -> TargetConfig:
+        if self.type == "python" and not self.function:
+            raise ValueError("a python target needs 'function: module:function'")
+        return self
+
+
+class SuiteConfig(Strict):
+    """evalsets/<name>.yaml: dataset x prompt x target x models x scorers, plus thresholds."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str | None = None
+    dataset: DatasetSpec
+    prompt: str | None = None
+    target: TargetConfig = Field(default_factory=lambda: TargetConfig(type="chat"))
+    models: list[ModelConfig] = Field(default_factory=list)
+    scorers: list[dict[str, Any]] = Field(min_length=1)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    repeat: int = Field(default=1, ge=1, le=100)
+    seed: int = 0
+    concurrency: int | None = Field(default=None, ge=1, le=1024)
+    max_error_rate: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, rate in value.items():
+            if not 0 <= rate <= 1:
+                raise ValueError(f"threshold {key!r} must be a pass rate in [0, 1], got {rate}")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_prompt_and_models(self) -> SuiteConfig:
+        if self.target.type == "chat":
+            if not self.prompt:
+                raise ValueError("a chat target needs 'prompt'")
+            if not self.models:
+                raise ValueError("a chat target needs at least one entry in 'models'")
+        labels = [m.label for m in self.models]
+        dupes = {x for x in labels if labels.count(x) > 1}
+        if dupes:
+            raise ValueError(f"duplicate model {sorted(dupes)[0]!r}; give one a distinct 'name'")
+        return self
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel], loc: Loc) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        known = _known_fields(model, loc[:-1])
+        hint = difflib.get_close_matches(key, known, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return f"unknown key {key!r}{suggestion}"
+    if kind == "missing":
+        return "required field missing"
+    message = str(error.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+def _known_fields(model: type[BaseModel], loc: Loc) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = getattr(current, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        annotation = info.annotation
+        current = _first_model(annotation)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def _first_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def validate(doc: YamlDoc, model: type[M]) -> M:
+    """Validate a YAML document against `model`; the first problem becomes a ConfigError."""
+    if not isinstance(doc.data, dict):
+        raise doc.error("expected a mapping at the top of the file")
+    check_no_secrets(doc)
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(p for p in first["loc"] if not _is_union_tag(p))
+        raise doc.error(_describe(dict(first), model, loc), loc) from None
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts validator/union member names ("function-before[...]") into locations.
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def check_no_secrets(doc: YamlDoc) -> None:
+    """Refuse a file holding a literal credential anywhere in its values."""
+
+    def walk(value: Any, loc: Loc) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*loc, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, (*loc, index))
+        elif isinstance(value, str) and SECRET_PATTERN.search(value):
+            raise doc.error(
+                "this looks like a literal API key; keep keys in the environment "
+                "(api_key_env: NAME)",
+                loc,
+            )
+
+    walk(doc.data, ())
+
+
+def suite_schema() -> dict[str, Any]:
+    """JSON Schema of suite files (for editors' autocomplete)."""
+    return SuiteConfig.model_json_schema()
+
+
+def schema_for(kind: str) -> dict[str, Any]:
+    """JSON Schema for one file kind: suite or prompt."""
+    models: dict[str, type[BaseModel]] = {"suite": SuiteConfig, "prompt": PromptConfig}
+    if kind not in models:
+        raise ConfigError(f"unknown schema {kind!r}; choose one of {', '.join(models)}")
+    return models[kind].model_json_schema()

@@ -1,0 +1,417 @@
+"""Orchestrate a run: schedule (case, model, epoch) work, score it, store it, resume it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import lineage
+from harness.cases import Case
+from harness.config import ModelConfig
+from harness.errors import ConfigError, RunAborted
+from harness.providers import CacheMode, ModelClient, check_model
+from harness.scorers import Score, ScoreContext, Scorer
+from harness.store import ResultRow, ScoreRow, Store
+from harness.suite import Selection, Suite, load_suite
+from harness.summary import summarize
+from harness.targets import TargetResult
+
+NO_MODEL = "-"
+FLUSH_INTERVAL_S = 0.25
+MIN_RESULTS_FOR_ABORT = 10
+
+
+@dataclass
+class RunOptions:
+    """How to run (the command line's options)."""
+
+    repeat: int | None = None
+    concurrency: int | None = None
+    cache_mode: CacheMode = "auto"
+    max_error_rate: float = 0.10
+    grace_s: float = 10.0
+    selection: Selection = field(default_factory=Selection)
+    command: list[str] | None = None
+
+
+@dataclass
+class Progress:
+    """Counters the CLI renders while a run goes."""
+
+    total: int
+    done: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    cached: int = 0
+    cost_usd: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    summary: dict[str, Any]
+    reason: str | None = None
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def build_manifest(suite: Suite, options: RunOptions, run_id: str) -> dict[str, Any]:
+    """The run's lineage: what produced its results."""
+    repeat = options.repeat or suite.config.repeat
+    prompt = suite.prompt
+    return {
+        "schema": lineage.MANIFEST_SCHEMA,
+        "run_id": run_id,
+        "suite": {"name": suite.name, "path": suite.display_path, "version": suite.version},
+        "dataset": {
+            "source": suite.dataset.source, "version": suite.dataset.version,
+            "rows": suite.dataset.rows, "selected": len(suite.cases),
+            "selection": options.selection.as_dict(),
+        },
+        "prompt": None if prompt is None else {
+            "name": prompt.name, "version": prompt.version, "source": prompt.source,
+            "content": prompt.content(),
+        },
+        "target": suite.config.target.model_dump(exclude_none=True),
+        "models": [m.model_dump(exclude_none=True) for m in suite.models],
+        "scorers": [s.config() for s in suite.scorers],
+        "thresholds": dict(suite.config.thresholds),
+        "repeat": repeat,
+        "seed": suite.config.seed if options.selection.seed is None else options.selection.seed,
+        "cache": options.cache_mode,
+        "max_error_rate": options.max_error_rate,
+        "git": lineage.git_state(suite.project_dir),
+        "environment": lineage.environment(),
+        "command": lineage.command_line(options.command),
+        "started_at": time.time(),
+    }
+
+
+RESUME_KEYS = ("suite", "dataset", "prompt", "target", "models", "scorers", "repeat", "seed")
+
+
+def resume_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The first part of the lineage that differs between an interrupted run and now."""
+    for key in RESUME_KEYS:
+        before, after = old.get(key), new.get(key)
+        if key == "suite":
+            before = {k: v for k, v in (before or {}).items() if k != "path"}
+            after = {k: v for k, v in (after or {}).items() if k != "path"}
+        if before != after:
+            return key
+    return None
+
+
+class Runner:
+    """Runs a loaded suite against the store; the CLI drives it and renders its progress."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        store: Store,
+        options: RunOptions,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        run_id: str | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.suite = suite
+        self.store = store
+        self.options = options
+        self.on_progress = on_progress
+        self.resume = resume
+        self.run_id = run_id or new_run_id()
+        self.repeat = options.repeat or suite.config.repeat
+        self.clients: dict[str, ModelClient | None] = {}
+        self._stopping = asyncio.Event()
+        self._abort_reason: str | None = None
+        self.progress = Progress(total=0)
+
+    def request_stop(self) -> None:
+        """Stop scheduling new work; in-flight work finishes (bounded by the grace period)."""
+        self._stopping.set()
+
+    # --- setup ----------------------------------------------------------------------------
+    def _prepare(self) -> set[tuple[str, str, int]]:
+        manifest = build_manifest(self.suite, self.options, self.run_id)
+        if self.resume:
+            old = self.store.get_run(self.run_id)
+            if old["status"] == "completed":
+                raise ConfigError(f"run {self.run_id} already completed; nothing to resume")
+            changed = resume_mismatch(old["manifest"], manifest)
+            if changed:
+                raise ConfigError(
+                    f"cannot resume run {self.run_id}: its {changed} differs from the "
+                    "interrupted run's (start a new run instead)", field="--resume")
+            self.store.update_run(self.run_id, status="running")
+            return self.store.completed_keys(self.run_id)
+        self.store.create_run(self.run_id, self.suite.name, manifest)
+        return set()
+
+    def _make_clients(self) -> list[tuple[str, ModelConfig | None]]:
+        models: list[tuple[str, ModelConfig | None]] = [(m.label, m) for m in self.suite.models]
+        if not models:
+            models = [(NO_MODEL, None)]
+        concurrency = self.options.concurrency or self.suite.config.concurrency
+        pool = self.suite.clients
+        pool.configure(cache=self.store, cache_mode=self.options.cache_mode,
+                       concurrency=concurrency)
+        for label, model in models:
+            self.clients[label] = None if model is None else pool.client(model)
+        return models
+
+    # --- the run --------------------------------------------------------------------------
+    async def run(self) -> RunOutcome:
+        done_keys = self._prepare()
+        models = self._make_clients()
+        queues: dict[str, deque[tuple[Case, int]]] = {}
+        for label, _ in models:
+            queues[label] = deque(
+                (case, epoch)
+                for epoch in range(self.repeat)
+                for case in self.suite.cases
+                if (case.id, label, epoch) not in done_keys
+            )
+        planned = len(self.suite.cases) * self.repeat * len(models)
+        self.progress.total, self.progress.done = planned, len(done_keys)
+        flusher = asyncio.create_task(self._flush_loop())
+        workers = []
+        for label, _ in models:
+            client = self.clients[label]
+            count = client.concurrency if client is not None else (
+                self.options.concurrency or self.suite.config.concurrency or 8)
+            for _ in range(min(count, max(1, len(queues[label])))):
+                workers.append(asyncio.create_task(self._worker(label, queues[label])))
+        status = "completed"
+        try:
+            await self._wait_workers(workers)
+        finally:
+            flusher.cancel()
+            self.store.flush()
+        remaining = sum(len(q) for q in queues.values())
+        results = self.store.results(self.run_id)
+        if self._abort_reason:
+            status = "aborted"
+        elif len(results) < planned or remaining:
+            status = "interrupted"
+        summary = summarize(results, self.suite.config.thresholds, planned=planned)
+        self.store.update_run(self.run_id, status=status, summary=summary, finished=True)
+        if status == "aborted":
+            raise RunAborted(f"run {self.run_id} aborted: {self._abort_reason}")
+        return RunOutcome(self.run_id, status, summary)
+
+    async def _wait_workers(self, workers: list[asyncio.Task[None]]) -> None:
+        stop = asyncio.create_task(self._stopping.wait())
+        pending = set(workers)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending | {stop},
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(stop)
+                for task in done:
+                    if task is not stop and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                if stop in done:
+                    break
+            if pending:
+                # Graceful stop: in-flight items finish (and are saved) within the grace period.
+                _, late = await asyncio.wait(pending, timeout=self.options.grace_s)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+        finally:
+            stop.cancel()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            self.store.flush()
+
+    async def _worker(self, label: str, queue: deque[tuple[Case, int]]) -> None:
+        client = self.clients[label]
+        while queue and not self._stopping.is_set():
+            case, epoch = queue.popleft()
+            result = await self.run_item(case, label, client, epoch)
+            self.store.add_result(result)
+            self._record(result)
+
+    def _record(self, result: ResultRow) -> None:
+        progress = self.progress
+        progress.done += 1
+        if result.status == "pass":
+            progress.passed += 1
+        elif result.status == "fail":
+            progress.failed += 1
+        else:
+            progress.errors += 1
+        progress.cached += int(result.cached)
+        progress.cost_usd += result.cost_usd or 0.0
+        if self.on_progress:
+            self.on_progress(progress)
+        self._check_error_rate()
+
+    def _check_error_rate(self) -> None:
+        """Abort when the provider is clearly failing: the error rate's lower 95% bound, or the
+        errors already certain, exceed the allowed rate."""
+        progress, limit = self.progress, self.options.max_error_rate
+        if self._abort_reason or progress.errors == 0 or limit >= 1:
+            return
+        settled = progress.passed + progress.failed + progress.errors
+        certain = progress.errors > limit * progress.total
+        confident = (settled >= MIN_RESULTS_FOR_ABORT
+                     and _wilson_low(progress.errors, settled) > limit)
+        if certain or confident:
+            self._abort_reason = (
+                f"error rate {progress.errors}/{settled} exceeds --max-error-rate {limit:.0%}")
+            self._stopping.set()
+
+    # --- one item -------------------------------------------------------------------------
+    async def run_item(self, case: Case, label: str, client: ModelClient | None,
+                       epoch: int) -> ResultRow:
+        target = await self.suite.target.run(case, client, epoch)
+        scores: list[ScoreRow] = []
+        status, error, error_kind = "error", target.error, target.error_kind
+        value: float | None = None
+        if target.error is None:
+            ctx = self._context(case, label, target)
+            outcomes = await asyncio.gather(*(self._score(s, ctx) for s in self.suite.scorers))
+            scores = [row for row, _ in outcomes]
+            failures = [row for row in scores if row.status == "error"]
+            if failures:
+                error = f"scorer {failures[0].scorer}: {failures[0].reason}"
+                error_kind = (failures[0].detail or {}).get("kind", "scorer_error")
+            else:
+                status = "pass" if all(row.status == "pass" for row in scores) else "fail"
+                error, error_kind = None, None
+            weighted = [(s.weight, row.value) for (row, _), s in zip(outcomes, self.suite.scorers,
+                                                                      strict=True)
+                        if row.value is not None and row.status != "error"]
+            total_weight = sum(w for w, _ in weighted)
+            if weighted and total_weight > 0:
+                value = sum(w * (v or 0.0) for w, v in weighted) / total_weight
+        return ResultRow(
+            run_id=self.run_id, case_id=case.id, model=label, epoch=epoch, status=status,
+            score=value, output=target.output, error=error, error_kind=error_kind,
+            latency_ms=target.latency_ms, input_tokens=target.input_tokens,
+            output_tokens=target.output_tokens, cost_usd=target.cost_usd,
+            cached=target.cached, attempts=target.attempts, trace_id=None,
+            case_data={"fields": case.fields, "expected": case.expected,
+                       "metadata": case.metadata},
+            detail=_detail(target), scores=scores, created_at=time.time(),
+        )
+
+    def _context(self, case: Case, label: str, target: TargetResult) -> ScoreContext:
+        return ScoreContext(
+            case=case, output=target.output, vars=case.template_vars(), model=label,
+            latency_ms=target.latency_ms, cost_usd=target.cost_usd,
+            input_tokens=target.input_tokens, output_tokens=target.output_tokens,
+            messages=target.messages, tool_calls=target.tool_calls, retrieved=target.retrieved,
+            extras=target.extras,
+        )
+
+    async def _score(self, scorer: Scorer, ctx: ScoreContext) -> tuple[ScoreRow, Score | None]:
+        try:
+            score = await scorer.score(ctx)
+        except Exception as exc:  # a scorer crash is an error result, never a fail or a 0
+            kind = getattr(exc, "kind", "scorer_error")
+            detail: dict[str, Any] = {"kind": kind}
+            raw = getattr(exc, "raw", None)
+            if raw is not None:
+                detail["raw"] = raw
+            return ScoreRow(scorer.name, "error", None, f"{type(exc).__name__}: {exc}",
+                            detail), None
+        return ScoreRow(scorer.name, "pass" if score.passed else "fail", score.value,
+                        score.reason, score.details), score
+
+
+def _detail(target: TargetResult) -> dict[str, Any]:
+    return {
+        "messages": target.messages,
+        "tool_calls": target.tool_calls,
+        "retrieved": target.retrieved,
+        "calls": [
+            {"model": c.model, "input_tokens": c.input_tokens, "output_tokens": c.output_tokens,
+             "cost_usd": c.cost_usd, "latency_ms": round(c.latency_ms, 3), "cached": c.cached,
+             "attempts": c.attempts, "finish_reason": c.finish_reason}
+            for c in target.calls
+        ],
+        "extras": target.extras or None,
+    }
+
+
+def _wilson_low(k: int, n: int, z: float = 1.959964) -> float:
+    """Lower bound of the Wilson interval, inline because it runs after every result (the
+    summary's scipy version costs ~50 us a call)."""
+    p = k / n
+    denom = 1 + z * z / n
+    centre = p + z * z / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - margin) / denom
+
+
+def execute(
+    suite_path: Path | None,
+    *,
+    project_dir: Path,
+    store_path: Path,
+    options: RunOptions,
+    model_ids: list[str] | None = None,
+    resume: str | None = None,
+    on_start: Callable[[Runner], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    install_signals: Callable[[Callable[[], None], Callable[[], int]], None] | None = None,
+) -> RunOutcome:
+    """Load, validate, then run a suite (or resume a run). Nothing is written to the store
+    until every input has been validated."""
+    run_id: str | None = None
+    if resume is not None:
+        with Store.open(store_path, create=False) as db:
+            previous = db.get_run(resume)
+        run_id = previous["id"]
+        manifest = previous["manifest"]
+        if suite_path is None:
+            suite_path = project_dir / manifest["suite"]["path"]
+        selection = manifest["dataset"].get("selection") or {}
+        options.selection = Selection(
+            limit=selection.get("limit"), sample=selection.get("sample"),
+            seed=selection.get("seed"), filters=list(selection.get("filters") or []))
+        options.repeat = options.repeat or manifest.get("repeat")
+        model_ids = model_ids or [m.get("name") or m["id"] for m in manifest.get("models", [])]
+    if suite_path is None:
+        raise ConfigError("give a suite file (e.g. evalsets/demo.yaml) or --resume RUN")
+    suite = load_suite(suite_path, project_dir=project_dir, selection=options.selection,
+                       model_ids=model_ids)
+    for index, model in enumerate(suite.models):
+        try:
+            check_model(model, where=f"models[{index}]")
+        except ConfigError as exc:
+            loc: tuple[str | int, ...] = ("models", index) if index < len(
+                suite.config.models) else ()
+            raise suite.doc.error(exc.message, loc) from None
+    store = Store.open(store_path)
+    try:
+        runner = Runner(suite, store, options, on_progress=on_progress, run_id=run_id,
+                        resume=resume is not None)
+        if on_start:
+            on_start(runner)
+
+        async def main() -> RunOutcome:
+            if install_signals:
+                install_signals(runner.request_stop, store.flush)
+            return await runner.run()
+
+        return asyncio.run(main())
+    finally:
+        store.close()

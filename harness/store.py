@@ -1,0 +1,367 @@
+"""The run store: runs, results, scores and the response cache in one SQLite file (WAL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import StoreError
+
+STORE_DIRNAME = ".evals"
+STORE_FILENAME = "evals.db"
+
+# Append-only: a migration is never edited once released; the index + 1 is the schema version.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        suite TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        manifest TEXT NOT NULL,
+        summary TEXT
+    );
+    CREATE INDEX runs_suite ON runs(suite, created_at);
+    CREATE TABLE results (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        case_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pass', 'fail', 'error')),
+        score REAL,
+        output TEXT,
+        error TEXT,
+        error_kind TEXT,
+        latency_ms REAL,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        cost_usd REAL,
+        cached INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER,
+        trace_id TEXT,
+        case_data TEXT NOT NULL,
+        detail TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (run_id, case_id, model, epoch)
+    );
+    CREATE TABLE scores (
+        run_id TEXT NOT NULL,
+        case_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        scorer TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pass', 'fail', 'error')),
+        value REAL,
+        reason TEXT,
+        detail TEXT,
+        PRIMARY KEY (run_id, case_id, model, epoch, scorer)
+    );
+    CREATE TABLE response_cache (
+        key TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass
+class ScoreRow:
+    scorer: str
+    status: str
+    value: float | None
+    reason: str
+    detail: dict[str, Any] | None = None
+
+
+@dataclass
+class ResultRow:
+    """One (case, model, epoch) outcome, as stored."""
+
+    run_id: str
+    case_id: str
+    model: str
+    epoch: int
+    status: str
+    score: float | None
+    output: str | None
+    error: str | None
+    error_kind: str | None
+    latency_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    cached: bool
+    attempts: int | None
+    trace_id: str | None
+    case_data: dict[str, Any]
+    detail: dict[str, Any] | None
+    scores: list[ScoreRow]
+    created_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["scores"] = [s.__dict__ for s in self.scores]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResultRow:
+        fields = dict(data)
+        fields["scores"] = [ScoreRow(**s) for s in fields.get("scores", [])]
+        return cls(**fields)
+
+
+def default_store_path(cwd: Path | None = None) -> Path:
+    """`$EVALS_HOME/evals.db`, else `.evals/evals.db` in the working directory."""
+    home = os.environ.get("EVALS_HOME")
+    base = Path(home) if home else (cwd or Path.cwd()) / STORE_DIRNAME
+    return base / STORE_FILENAME
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+class Store:
+    """One SQLite file. Open with `Store.open(path)`; creating it is explicit (`create=True`)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self._pending_results: list[ResultRow] = []
+        self._pending_cache: dict[str, tuple[str, str, str, float]] = {}
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> Store:
+        """Open (and migrate) the store; a missing file is created only when `create`."""
+        if not path.exists():
+            if not create:
+                raise StoreError(f"no run store at {path} (run `evals run` first, or pass --store)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(conn, path)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"the run store {path} is not a readable SQLite database ({exc}); move it aside "
+                f"(mv {path} {path}.bad) or pass --store PATH to use another"
+            ) from None
+        return store
+
+    def close(self) -> None:
+        self.flush()
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- schema ---------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the run store {self.path} has schema version {version}, newer than this "
+                f"harness understands ({SCHEMA_VERSION}); upgrade evals-harness"
+            )
+        for index in range(version, SCHEMA_VERSION):
+            # One script, one transaction: a migration applies whole or not at all.
+            try:
+                self.conn.executescript(
+                    f"BEGIN IMMEDIATE;{MIGRATIONS[index]};PRAGMA user_version = {index + 1};COMMIT;"
+                )
+            except sqlite3.Error:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- runs -----------------------------------------------------------------------------
+    def create_run(self, run_id: str, suite: str, manifest: dict[str, Any]) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO runs (id, suite, status, created_at, manifest) VALUES (?,?,?,?,?)",
+                (run_id, suite, "running", time.time(), _dumps(manifest)),
+            )
+
+    def update_run(self, run_id: str, *, status: str | None = None,
+                   summary: dict[str, Any] | None = None,
+                   manifest: dict[str, Any] | None = None, finished: bool = False) -> None:
+        sets, args = [], []
+        if status is not None:
+            sets.append("status = ?")
+            args.append(status)
+        if summary is not None:
+            sets.append("summary = ?")
+            args.append(_dumps(summary))
+        if manifest is not None:
+            sets.append("manifest = ?")
+            args.append(_dumps(manifest))
+        if finished:
+            sets.append("finished_at = ?")
+            args.append(time.time())
+        if not sets:
+            return
+        with self.transaction():
+            self.conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
+
+    def get_run(self, ref: str) -> dict[str, Any]:
+        """A run by id, unique id prefix, or 'last'."""
+        if ref == "last":
+            row = self.conn.execute(
+                "SELECT * FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
+            if row is None:
+                raise StoreError("the store holds no runs yet")
+            return self._run_dict(row)
+        rows = self.conn.execute(
+            "SELECT * FROM runs WHERE id = ? OR id LIKE ? ORDER BY created_at DESC LIMIT 2",
+            (ref, ref.replace("%", "").replace("_", r"\_") + "%"),
+        ).fetchall()
+        exact = [r for r in rows if r[0] == ref]
+        if exact:
+            return self._run_dict(exact[0])
+        if not rows:
+            raise StoreError(f"no run {ref!r} in {self.path}")
+        if len(rows) > 1:
+            raise StoreError(f"run id prefix {ref!r} is ambiguous; give more characters")
+        return self._run_dict(rows[0])
+
+    def list_runs(self, *, suite: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        query = "SELECT * FROM runs"
+        args: list[Any] = []
+        if suite:
+            query += " WHERE suite = ?"
+            args.append(suite)
+        query += " ORDER BY created_at DESC LIMIT ?"
+        args.append(limit)
+        return [self._run_dict(r) for r in self.conn.execute(query, args).fetchall()]
+
+    @staticmethod
+    def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+        return {
+            "id": row[0], "suite": row[1], "status": row[2], "created_at": row[3],
+            "finished_at": row[4], "manifest": _loads(row[5]), "summary": _loads(row[6]),
+        }
+
+    # --- results --------------------------------------------------------------------------
+    def add_result(self, result: ResultRow) -> None:
+        """Buffer a result; `flush` writes buffered results in one transaction."""
+        self._pending_results.append(result)
+
+    def flush(self) -> int:
+        """Write buffered results and cache entries atomically. Returns results written."""
+        results, cache = self._pending_results, self._pending_cache
+        if not results and not cache:
+            return 0
+        self._pending_results, self._pending_cache = [], {}
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO results VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (r.run_id, r.case_id, r.model, r.epoch, r.status, r.score, r.output, r.error,
+                     r.error_kind, r.latency_ms, r.input_tokens, r.output_tokens, r.cost_usd,
+                     int(r.cached), r.attempts, r.trace_id, _dumps(r.case_data), _dumps(r.detail),
+                     r.created_at or time.time())
+                    for r in results
+                ],
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (r.run_id, r.case_id, r.model, r.epoch, s.scorer, s.status, s.value,
+                     s.reason, _dumps(s.detail))
+                    for r in results
+                    for s in r.scores
+                ],
+            )
+            if cache:
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO response_cache VALUES (?,?,?,?)", list(cache.values()))
+        return len(results)
+
+    def completed_keys(self, run_id: str) -> set[tuple[str, str, int]]:
+        """(case_id, model, epoch) of every result already stored for a run."""
+        rows = self.conn.execute(
+            "SELECT case_id, model, epoch FROM results WHERE run_id = ?", (run_id,))
+        return {(r[0], r[1], r[2]) for r in rows}
+
+    def results(self, run_id: str) -> list[ResultRow]:
+        """Every result of a run, with its scores, in a stable order."""
+        scores: dict[tuple[str, str, int], list[ScoreRow]] = {}
+        for row in self.conn.execute(
+            "SELECT case_id, model, epoch, scorer, status, value, reason, detail FROM scores "
+            "WHERE run_id = ? ORDER BY rowid", (run_id,)
+        ):
+            scores.setdefault((row[0], row[1], row[2]), []).append(
+                ScoreRow(row[3], row[4], row[5], row[6] or "", _loads(row[7])))
+        out = []
+        for row in self.conn.execute(
+            "SELECT * FROM results WHERE run_id = ? ORDER BY model, epoch, case_id", (run_id,)
+        ):
+            out.append(ResultRow(
+                run_id=row[0], case_id=row[1], model=row[2], epoch=row[3], status=row[4],
+                score=row[5], output=row[6], error=row[7], error_kind=row[8],
+                latency_ms=row[9], input_tokens=row[10], output_tokens=row[11],
+                cost_usd=row[12], cached=bool(row[13]), attempts=row[14], trace_id=row[15],
+                case_data=_loads(row[16]), detail=_loads(row[17]), created_at=row[18],
+                scores=scores.get((row[1], row[2], row[3]), []),
+            ))
+        return out
+
+    def import_run(self, run: dict[str, Any], results: Iterable[ResultRow]) -> None:
+        """Insert a whole run (from a run file) atomically; refuses an id already present."""
+        with self.transaction():
+            exists = self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run["id"],)).fetchone()
+            if exists:
+                raise StoreError(f"run {run['id']} is already in {self.path}")
+            self.conn.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?)",
+                (run["id"], run["suite"], run["status"], run["created_at"], run.get("finished_at"),
+                 _dumps(run["manifest"]), _dumps(run.get("summary"))),
+            )
+        for result in results:
+            self.add_result(result)
+        self.flush()
+
+    # --- response cache -------------------------------------------------------------------
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        pending = self._pending_cache.get(key)
+        if pending is not None:
+            return json.loads(pending[2])  # type: ignore[no-any-return]
+        row = self.conn.execute(
+            "SELECT payload FROM response_cache WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]
+
+    def cache_put(self, key: str, model: str, payload: dict[str, Any]) -> None:
+        self._pending_cache[key] = (key, model, json.dumps(payload, ensure_ascii=False), time.time())

@@ -1,0 +1,223 @@
+"""Typed handles on open spans: setters that record a step's outcome with both conventions.
+
+A handle wraps one OTel span. `LLMSpan.set_response` records the answer, usage and cost as
+`gen_ai.*` and OpenInference attributes at once; `record_completion` does it from an
+OpenAI-format response. Values that OTel cannot hold (dicts, mixed lists) are stored as JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from opentelemetry.trace import Span, Status, StatusCode
+
+from tracing import conventions as c
+from tracing.messages import normalise_tool_call, output_message_attributes, to_json
+
+
+def attribute_value(value: Any) -> Any:
+    """An OTel-legal attribute value: scalars and lists of scalars pass, the rest becomes JSON."""
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    if (
+        isinstance(value, (list, tuple))
+        and all(isinstance(item, (str, bool, int, float)) for item in value)
+        and len({type(item) for item in value}) <= 1
+    ):
+        return list(value)
+    return to_json(value)
+
+
+def _set(span: Span, attributes: Mapping[str, Any]) -> None:
+    for key, value in attributes.items():
+        if value is not None:
+            span.set_attribute(key, attribute_value(value))
+
+
+def record_error(span: Span, error: BaseException) -> None:
+    """Mark `span` failed by `error`: status ERROR, `error.type`, and an exception event."""
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    span.set_attribute(c.ERROR_TYPE, type(error).__qualname__)
+    span.record_exception(error)
+
+
+class SpanHandle:
+    """A started span with typed setters; `.span` is the underlying OTel span."""
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set one attribute (None is ignored; dicts and mixed lists are stored as JSON)."""
+        if value is not None:
+            self.span.set_attribute(key, attribute_value(value))
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set several attributes (None values are ignored)."""
+        _set(self.span, attributes)
+
+    def set_input(self, value: Any) -> None:
+        """`input.value` (text as is, anything else as JSON) with its MIME type."""
+        _set(self.span, _io_attributes(c.INPUT_VALUE, c.INPUT_MIME_TYPE, value))
+
+    def set_output(self, value: Any) -> None:
+        """`output.value` (text as is, anything else as JSON) with its MIME type."""
+        _set(self.span, _io_attributes(c.OUTPUT_VALUE, c.OUTPUT_MIME_TYPE, value))
+
+    def set_error(self, message: str, error_type: str) -> None:
+        """Mark the span failed without an exception (e.g. a tool that returned an error)."""
+        self.span.set_status(Status(StatusCode.ERROR, message))
+        self.span.set_attribute(c.ERROR_TYPE, error_type)
+
+
+def _io_attributes(value_key: str, mime_key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {value_key: value, mime_key: c.MIME_TEXT}
+    return {value_key: to_json(value), mime_key: c.MIME_JSON}
+
+
+class LLMSpan(SpanHandle):
+    """An LLM call (`chat`): fill it with `set_response` or `record_completion`."""
+
+    def set_response(
+        self,
+        text: str | None = None,
+        finish_reason: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cost: float | None = None,
+        response_model: str | None = None,
+        cache_hit: bool | None = None,
+        retries: int | None = None,
+        tool_calls: Sequence[Mapping[str, Any]] | None = None,
+        response_id: str | None = None,
+    ) -> None:
+        """Record the model's answer, usage, cost and how it was obtained (cache, retries)."""
+        attributes: dict[str, Any] = {
+            c.GEN_AI_RESPONSE_MODEL: response_model,
+            c.GEN_AI_RESPONSE_ID: response_id,
+            c.GEN_AI_RESPONSE_FINISH_REASONS: [finish_reason] if finish_reason else None,
+            c.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
+            c.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
+            c.LLM_TOKEN_COUNT_PROMPT: input_tokens,
+            c.LLM_TOKEN_COUNT_COMPLETION: output_tokens,
+            c.EVALS_COST_USD: cost,
+            c.LLM_COST_TOTAL: cost,
+            c.EVALS_CACHE_HIT: cache_hit,
+            c.EVALS_RETRIES: retries,
+        }
+        if input_tokens is not None and output_tokens is not None:
+            attributes[c.LLM_TOKEN_COUNT_TOTAL] = input_tokens + output_tokens
+        if text is not None or tool_calls:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tool_calls:
+                message["tool_calls"] = list(tool_calls)
+            if finish_reason:
+                message["finish_reason"] = finish_reason
+            attributes.update(output_message_attributes([message]))
+        if text is not None:
+            attributes[c.OUTPUT_VALUE] = text
+            attributes[c.OUTPUT_MIME_TYPE] = c.MIME_TEXT
+        _set(self.span, attributes)
+
+
+class RetrievalSpan(SpanHandle):
+    """A retrieval: fill it with `set_documents`."""
+
+    def set_documents(self, documents: Sequence[Mapping[str, Any]]) -> None:
+        """Record retrieved documents: dicts with `id`, `content`, `score`, `metadata`."""
+        attributes: dict[str, Any] = {}
+        for i, document in enumerate(documents):
+            attributes[c.RETRIEVAL_DOCUMENT_ID.format(i=i)] = _str(document.get("id"))
+            attributes[c.RETRIEVAL_DOCUMENT_CONTENT.format(i=i)] = _str(document.get("content"))
+            attributes[c.RETRIEVAL_DOCUMENT_SCORE.format(i=i)] = _float(document.get("score"))
+            metadata = document.get("metadata")
+            if metadata:
+                attributes[c.RETRIEVAL_DOCUMENT_METADATA.format(i=i)] = to_json(metadata)
+        _set(self.span, attributes)
+
+
+class EmbeddingSpan(SpanHandle):
+    """An embedding call: fill it with `set_usage`."""
+
+    def set_usage(self, input_tokens: int | None = None, cost: float | None = None) -> None:
+        """Record tokens embedded and the cost."""
+        _set(
+            self.span,
+            {
+                c.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
+                c.LLM_TOKEN_COUNT_PROMPT: input_tokens,
+                c.EVALS_COST_USD: cost,
+            },
+        )
+
+
+class ToolSpan(SpanHandle):
+    """A tool execution: fill it with `set_result` (or `set_error`)."""
+
+    def set_result(self, result: Any) -> None:
+        """Record the tool's result (text as is, anything else as JSON)."""
+        if result is None:
+            return
+        text = result if isinstance(result, str) else to_json(result)
+        _set(self.span, {c.GEN_AI_TOOL_CALL_RESULT: text})
+        self.set_output(result)
+
+
+class EvaluatorSpan(SpanHandle):
+    """A scorer evaluating one output: fill it with `set_score`."""
+
+    def set_score(
+        self, score: float | None, passed: bool | None = None, reason: str | None = None
+    ) -> None:
+        """Record the score, pass/fail and the scorer's reason."""
+        _set(self.span, {c.EVALS_SCORE: score, c.EVALS_PASSED: passed, c.EVALS_REASON: reason})
+        self.set_output({"score": score, "passed": passed, "reason": reason})
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def record_completion(
+    handle: LLMSpan,
+    response: Mapping[str, Any] | Any,
+    *,
+    cost: float | None = None,
+    cache_hit: bool | None = None,
+    retries: int | None = None,
+) -> None:
+    """Fill an LLM span from an OpenAI-format chat completion (a dict, or a pydantic model
+    such as litellm's `ModelResponse`): text, tool calls, finish reason, usage, model, id."""
+    if not isinstance(response, Mapping):
+        dump = getattr(response, "model_dump", None)
+        response = dump() if callable(dump) else {}
+    data = cast(Mapping[str, Any], response)
+    choices = data.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], Mapping) else {}
+    message = choice.get("message") or {}
+    usage = data.get("usage") or {}
+    tool_calls = [normalise_tool_call(call) for call in message.get("tool_calls") or ()]
+    handle.set_response(
+        text=message.get("content"),
+        finish_reason=choice.get("finish_reason"),
+        input_tokens=usage.get("prompt_tokens"),
+        output_tokens=usage.get("completion_tokens"),
+        cost=cost,
+        response_model=data.get("model"),
+        cache_hit=cache_hit,
+        retries=retries,
+        tool_calls=[
+            {"id": call_id, "name": name, "arguments": arguments}
+            for call_id, name, arguments in tool_calls
+        ]
+        or None,
+        response_id=data.get("id"),
+    )

@@ -1,0 +1,281 @@
+"""Context managers and a decorator that open correctly-labelled spans for LLM-app steps.
+
+Each helper sets the OTel GenAI attributes (`gen_ai.*`) and the OpenInference ones side by side,
+so Phoenix, Jaeger or our own viewer read the same span. On an exception the span gets status
+ERROR, `error.type` and an exception event, and the exception propagates. Helpers use only the
+OpenTelemetry API: without a configured provider they cost next to nothing and record nothing.
+
+The harness's provider layer calls `llm_span` around each model call; a production app can do
+the same around its own litellm or OpenAI call and fill the span with
+`tracing.handles.record_completion`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ParamSpec, TypeVar, cast
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
+
+from tracing import conventions as c
+from tracing.handles import (
+    EmbeddingSpan,
+    EvaluatorSpan,
+    LLMSpan,
+    RetrievalSpan,
+    SpanHandle,
+    ToolSpan,
+    attribute_value,
+    record_error,
+)
+from tracing.messages import Message, input_message_attributes, last_user_text, to_json
+
+TRACER_NAME = "tracing"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+H = TypeVar("H", bound="SpanHandle")
+
+_PARAM_ATTRIBUTES = {
+    "temperature": c.GEN_AI_REQUEST_TEMPERATURE,
+    "max_tokens": c.GEN_AI_REQUEST_MAX_TOKENS,
+    "max_completion_tokens": c.GEN_AI_REQUEST_MAX_TOKENS,
+    "top_p": c.GEN_AI_REQUEST_TOP_P,
+    "seed": c.GEN_AI_REQUEST_SEED,
+}
+
+
+def _tracer(tracer: Tracer | None) -> Tracer:
+    return tracer if tracer is not None else trace.get_tracer(TRACER_NAME)
+
+
+@contextmanager
+def _span(
+    tracer: Tracer | None,
+    name: str,
+    kind: SpanKind,
+    attributes: Mapping[str, Any],
+    handle_type: type[H],
+) -> Iterator[H]:
+    clean = {key: attribute_value(value) for key, value in attributes.items() if value is not None}
+    with _tracer(tracer).start_as_current_span(
+        name, kind=kind, attributes=clean, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield handle_type(span)
+        except BaseException as error:
+            record_error(span, error)
+            raise
+
+
+def _split_model(model: str, provider: str | None) -> tuple[str, str | None]:
+    """`openai/gpt-4o-mini` -> (`gpt-4o-mini`, `openai`) when no provider is given."""
+    if provider is None and "/" in model:
+        prefix, _, name = model.partition("/")
+        return name, prefix
+    return model, provider
+
+
+def llm_span(
+    tracer: Tracer | None,
+    model: str,
+    provider: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    messages: Sequence[Message] | None = None,
+    *,
+    operation: str = c.OP_CHAT,
+    attributes: Mapping[str, Any] | None = None,
+) -> AbstractContextManager[LLMSpan]:
+    """Span an LLM call. `model` may be a litellm string (`openai/gpt-4o-mini`)."""
+    model_name, provider_name = _split_model(model, provider)
+    params = dict(params or {})
+    values: dict[str, Any] = {
+        c.GEN_AI_OPERATION_NAME: operation,
+        c.GEN_AI_PROVIDER_NAME: provider_name,
+        c.GEN_AI_REQUEST_MODEL: model_name,
+        c.OPENINFERENCE_SPAN_KIND: c.KIND_LLM,
+        c.LLM_MODEL_NAME: model_name,
+        c.LLM_PROVIDER: provider_name,
+        c.EVALS_MODEL: model,
+        c.LLM_INVOCATION_PARAMETERS: to_json(params) if params else None,
+    }
+    for param, key in _PARAM_ATTRIBUTES.items():
+        if params.get(param) is not None:
+            values[key] = params[param]
+    if messages:
+        values.update(input_message_attributes(messages))
+        values[c.INPUT_VALUE] = last_user_text(messages)
+        values[c.INPUT_MIME_TYPE] = c.MIME_TEXT if values[c.INPUT_VALUE] is not None else None
+    values.update(attributes or {})
+    return _span(tracer, f"{operation} {model_name}", SpanKind.CLIENT, values, LLMSpan)
+
+
+def retrieval_span(
+    tracer: Tracer | None,
+    query: str,
+    top_k: int | None = None,
+    *,
+    data_source: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> AbstractContextManager[RetrievalSpan]:
+    """Span a retrieval of up to `top_k` documents for `query` from `data_source` (an index)."""
+    values: dict[str, Any] = {
+        c.GEN_AI_OPERATION_NAME: c.OP_RETRIEVAL,
+        c.GEN_AI_DATA_SOURCE_ID: data_source,
+        c.OPENINFERENCE_SPAN_KIND: c.KIND_RETRIEVER,
+        c.INPUT_VALUE: query,
+        c.INPUT_MIME_TYPE: c.MIME_TEXT,
+        c.EVALS_RETRIEVAL_QUERY: query,
+        c.EVALS_RETRIEVAL_TOP_K: top_k,
+        **(attributes or {}),
+    }
+    name = f"{c.OP_RETRIEVAL} {data_source}" if data_source else c.OP_RETRIEVAL
+    return _span(tracer, name, SpanKind.CLIENT, values, RetrievalSpan)
+
+
+def embedding_span(
+    tracer: Tracer | None,
+    model: str,
+    n_inputs: int,
+    *,
+    provider: str | None = None,
+    texts: Sequence[str] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> AbstractContextManager[EmbeddingSpan]:
+    """Span an embedding of `n_inputs` texts (the texts themselves only when given)."""
+    model_name, provider_name = _split_model(model, provider)
+    values: dict[str, Any] = {
+        c.GEN_AI_OPERATION_NAME: c.OP_EMBEDDINGS,
+        c.GEN_AI_PROVIDER_NAME: provider_name,
+        c.GEN_AI_REQUEST_MODEL: model_name,
+        c.OPENINFERENCE_SPAN_KIND: c.KIND_EMBEDDING,
+        c.EMBEDDING_MODEL_NAME: model_name,
+        c.EVALS_EMBEDDING_INPUTS: n_inputs,
+    }
+    for i, text in enumerate(texts or ()):
+        values[c.EMBEDDING_TEXT.format(i=i)] = text
+    values.update(attributes or {})
+    return _span(tracer, f"{c.OP_EMBEDDINGS} {model_name}", SpanKind.CLIENT, values, EmbeddingSpan)
+
+
+def tool_span(
+    tracer: Tracer | None,
+    name: str,
+    arguments: Mapping[str, Any] | str | None = None,
+    call_id: str | None = None,
+    *,
+    schema: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> AbstractContextManager[ToolSpan]:
+    """Span the execution of tool `name` with `arguments` (`schema`: its parameter schema)."""
+    args_json = None
+    if arguments is not None:
+        args_json = arguments if isinstance(arguments, str) else to_json(arguments)
+    values: dict[str, Any] = {
+        c.GEN_AI_OPERATION_NAME: c.OP_EXECUTE_TOOL,
+        c.GEN_AI_TOOL_NAME: name,
+        c.GEN_AI_TOOL_CALL_ID: call_id,
+        c.GEN_AI_TOOL_CALL_ARGUMENTS: args_json,
+        c.OPENINFERENCE_SPAN_KIND: c.KIND_TOOL,
+        c.TOOL_NAME: name,
+        c.TOOL_PARAMETERS: to_json(schema) if schema is not None else None,
+        c.INPUT_VALUE: args_json,
+        c.INPUT_MIME_TYPE: c.MIME_JSON if args_json is not None else None,
+        **(attributes or {}),
+    }
+    return _span(tracer, f"{c.OP_EXECUTE_TOOL} {name}", SpanKind.INTERNAL, values, ToolSpan)
+
+
+def step_span(
+    tracer: Tracer | None, name: str, /, kind: str = c.KIND_CHAIN, **attributes: Any
+) -> AbstractContextManager[SpanHandle]:
+    """Span any other step (a case, a pipeline stage, an agent). Dotted attribute names pass
+    through `**{"evals.case.id": ...}`. Kind AGENT also sets `gen_ai.operation.name`."""
+    values: dict[str, Any] = {c.OPENINFERENCE_SPAN_KIND: kind}
+    if kind == c.KIND_AGENT:
+        values[c.GEN_AI_OPERATION_NAME] = c.OP_INVOKE_AGENT
+    values.update(attributes)
+    return _span(tracer, name, SpanKind.INTERNAL, values, SpanHandle)
+
+
+def evaluator_span(
+    tracer: Tracer | None,
+    scorer_name: str,
+    scorer_type: str | None = None,
+    *,
+    attributes: Mapping[str, Any] | None = None,
+) -> AbstractContextManager[EvaluatorSpan]:
+    """Span one scorer judging one output; an LLM judge's call nests inside as an LLM span."""
+    values: dict[str, Any] = {
+        c.OPENINFERENCE_SPAN_KIND: c.KIND_EVALUATOR,
+        c.EVALS_SCORER_NAME: scorer_name,
+        c.EVALS_SCORER_TYPE: scorer_type,
+        **(attributes or {}),
+    }
+    return _span(tracer, f"score {scorer_name}", SpanKind.INTERNAL, values, EvaluatorSpan)
+
+
+def _call_input(signature: inspect.Signature, args: Any, kwargs: Any) -> Any:
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return None
+    return {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
+
+
+def traced(
+    kind: str = c.KIND_CHAIN,
+    name: str | None = None,
+    *,
+    tracer: Tracer | None = None,
+    capture_io: bool = True,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a sync or async function to run inside a span of `kind`, recording its
+    arguments as `input.value` and its return value as `output.value` (unless `capture_io`
+    is off). Kind TOOL also labels the span as a tool execution."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        span_name = name or func.__qualname__
+        signature = inspect.signature(func)
+        extra: dict[str, Any] = {}
+        if kind == c.KIND_TOOL:
+            extra = {
+                c.GEN_AI_OPERATION_NAME: c.OP_EXECUTE_TOOL,
+                c.GEN_AI_TOOL_NAME: span_name,
+                c.TOOL_NAME: span_name,
+            }
+
+        def opened() -> AbstractContextManager[SpanHandle]:
+            return step_span(tracer, span_name, kind=kind, **extra)
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                with opened() as handle:
+                    if capture_io:
+                        handle.set_input(_call_input(signature, args, kwargs))
+                    result = await func(*args, **kwargs)
+                    if capture_io:
+                        handle.set_output(result)
+                    return result
+
+            return cast(Callable[P, R], async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with opened() as handle:
+                if capture_io:
+                    handle.set_input(_call_input(signature, args, kwargs))
+                result = func(*args, **kwargs)
+                if capture_io:
+                    handle.set_output(result)
+                return result
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,161 @@
+"""Turn OpenAI-format chat messages and tool calls into gen_ai and OpenInference span attributes.
+
+`gen_ai.input.messages` / `gen_ai.output.messages` are JSON strings in the OTel GenAI message
+schema (`{"role", "parts": [{"type": "text", "content"}, {"type": "tool_call", ...}]}`);
+OpenInference wants the same messages flattened (`llm.input_messages.0.message.role`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tracing.conventions import (
+    GEN_AI_INPUT_MESSAGES,
+    GEN_AI_OUTPUT_MESSAGES,
+    LLM_INPUT_MESSAGE_CONTENT,
+    LLM_INPUT_MESSAGE_ROLE,
+    LLM_INPUT_MESSAGE_TOOL_CALL_ID,
+    LLM_INPUT_TOOL_CALL_ARGUMENTS,
+    LLM_INPUT_TOOL_CALL_ID,
+    LLM_INPUT_TOOL_CALL_NAME,
+    LLM_OUTPUT_MESSAGE_CONTENT,
+    LLM_OUTPUT_MESSAGE_ROLE,
+    LLM_OUTPUT_TOOL_CALL_ARGUMENTS,
+    LLM_OUTPUT_TOOL_CALL_ID,
+    LLM_OUTPUT_TOOL_CALL_NAME,
+)
+
+Message = Mapping[str, Any]
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON for span attributes; anything unserialisable becomes its `str`."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def text_of(content: Any) -> str | None:
+    """The text of a message's content: a string, or the text parts of a content list."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        texts = [
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, Mapping) and part.get("type") == "text"
+        ]
+        return "\n".join(texts)
+    return str(content)
+
+
+def normalise_tool_call(call: Mapping[str, Any]) -> tuple[str | None, str | None, str]:
+    """(id, name, arguments as a JSON string) of an OpenAI-style or flat tool call."""
+    function = call.get("function")
+    source: Mapping[str, Any] = function if isinstance(function, Mapping) else call
+    arguments = source.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = to_json(arguments if arguments is not None else {})
+    name = source.get("name")
+    call_id = call.get("id")
+    return (
+        (None if call_id is None else str(call_id)),
+        (None if name is None else str(name)),
+        (arguments),
+    )
+
+
+def _parsed(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+def _parts(message: Message) -> list[dict[str, Any]]:
+    content = message.get("content")
+    parts: list[dict[str, Any]] = []
+    if message.get("role") == "tool":
+        parts.append(
+            {"type": "tool_call_response", "id": message.get("tool_call_id"), "response": content}
+        )
+    elif isinstance(content, str):
+        parts.append({"type": "text", "content": content})
+    elif isinstance(content, Sequence):
+        for part in content:
+            if isinstance(part, Mapping) and part.get("type") == "text":
+                parts.append({"type": "text", "content": part.get("text", "")})
+            elif isinstance(part, Mapping):
+                parts.append({"type": str(part.get("type", "unknown"))})
+    for call in message.get("tool_calls") or ():
+        call_id, name, arguments = normalise_tool_call(call)
+        parts.append(
+            {"type": "tool_call", "id": call_id, "name": name, "arguments": _parsed(arguments)}
+        )
+    return parts
+
+
+def gen_ai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Messages in the OTel GenAI schema (role + parts; output messages keep finish_reason)."""
+    converted = []
+    for message in messages:
+        entry: dict[str, Any] = {"role": message.get("role", "user"), "parts": _parts(message)}
+        if message.get("name"):
+            entry["name"] = message["name"]
+        if message.get("finish_reason"):
+            entry["finish_reason"] = message["finish_reason"]
+        converted.append(entry)
+    return converted
+
+
+def _flatten(messages: Sequence[Message], output: bool) -> dict[str, Any]:
+    role_key, content_key = (
+        (LLM_OUTPUT_MESSAGE_ROLE, LLM_OUTPUT_MESSAGE_CONTENT)
+        if output
+        else (LLM_INPUT_MESSAGE_ROLE, LLM_INPUT_MESSAGE_CONTENT)
+    )
+    call_keys = (
+        (LLM_OUTPUT_TOOL_CALL_ID, LLM_OUTPUT_TOOL_CALL_NAME, LLM_OUTPUT_TOOL_CALL_ARGUMENTS)
+        if output
+        else (LLM_INPUT_TOOL_CALL_ID, LLM_INPUT_TOOL_CALL_NAME, LLM_INPUT_TOOL_CALL_ARGUMENTS)
+    )
+    attributes: dict[str, Any] = {}
+    for i, message in enumerate(messages):
+        attributes[role_key.format(i=i)] = str(message.get("role", "user"))
+        text = text_of(message.get("content"))
+        if text is not None:
+            attributes[content_key.format(i=i)] = text
+        if not output and message.get("tool_call_id") is not None:
+            attributes[LLM_INPUT_MESSAGE_TOOL_CALL_ID.format(i=i)] = str(message["tool_call_id"])
+        for j, call in enumerate(message.get("tool_calls") or ()):
+            call_id, name, arguments = normalise_tool_call(call)
+            if call_id is not None:
+                attributes[call_keys[0].format(i=i, j=j)] = call_id
+            if name is not None:
+                attributes[call_keys[1].format(i=i, j=j)] = name
+            attributes[call_keys[2].format(i=i, j=j)] = arguments
+    return attributes
+
+
+def input_message_attributes(messages: Sequence[Message]) -> dict[str, Any]:
+    """`gen_ai.input.messages` (JSON) and `llm.input_messages.*` for a request's messages."""
+    return {
+        GEN_AI_INPUT_MESSAGES: to_json(gen_ai_messages(messages)),
+        **_flatten(messages, output=False),
+    }
+
+
+def output_message_attributes(messages: Sequence[Message]) -> dict[str, Any]:
+    """`gen_ai.output.messages` (JSON) and `llm.output_messages.*` for a response's messages."""
+    return {
+        GEN_AI_OUTPUT_MESSAGES: to_json(gen_ai_messages(messages)),
+        **_flatten(messages, output=True),
+    }
+
+
+def last_user_text(messages: Sequence[Message]) -> str | None:
+    """The text of the last user message, a short `input.value` for span lists."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return text_of(message.get("content"))
+    return None

@@ -1,0 +1,103 @@
+"""Redact secrets (API keys, tokens, passwords) from text and nested span attribute values.
+
+Two sources of secrets: the values of environment variables whose names look secret
+(`*_API_KEY`, `*_KEY`, `*_TOKEN`, `*_SECRET*`, `*PASSWORD*`; values of 8+ characters), and
+well-known key shapes (OpenAI/Anthropic `sk-...`, Google `AIza...`, `Bearer <token>`, GitHub
+`ghp_...`, Slack `xox[bp]-...`, AWS `AKIA...`). Both go into one precompiled regular expression;
+the environment is read once per process and again on `refresh_secrets()`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+REDACTED = "[REDACTED]"
+MIN_SECRET_LENGTH = 8
+
+_SECRET_NAME = re.compile(r"(_KEY$|_TOKEN$|_SECRET|PASSWORD)", re.IGNORECASE)
+
+# Shapes of well-known credentials. Prefix-anchored so ordinary prose does not match.
+_KEY_PATTERNS: tuple[str, ...] = (
+    r"\bsk-ant-[A-Za-z0-9_\-]{10,}",  # Anthropic
+    r"\bsk-[A-Za-z0-9_\-]{20,}",  # OpenAI and compatible (sk-proj-..., sk-...)
+    r"\bAIza[0-9A-Za-z_\-]{30,}",  # Google API keys
+    r"(?<=[Bb]earer )[A-Za-z0-9._~+/\-]{8,}=*",  # HTTP bearer tokens: keep the word
+    r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_)
+    r"\bgithub_pat_[A-Za-z0-9_]{20,}",  # GitHub fine-grained tokens
+    r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",  # Slack tokens
+    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",  # AWS access key ids
+)
+
+
+def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values (8+ characters) of environment variables whose names look like secrets."""
+    env = os.environ if environ is None else environ
+    values = {
+        value
+        for name, value in env.items()
+        if _SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH
+    }
+    # Longest first, so a secret that contains another is replaced whole.
+    return sorted(values, key=len, reverse=True)
+
+
+def _compile(env_values: Iterable[str]) -> re.Pattern[str]:
+    alternatives = [re.escape(value) for value in env_values]
+    alternatives.extend(_KEY_PATTERNS)
+    return re.compile("|".join(alternatives))
+
+
+class _Redactor:
+    """Holds the compiled pattern; swapped atomically on refresh so readers never lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pattern: re.Pattern[str] | None = None
+
+    def get(self) -> re.Pattern[str]:
+        pattern = self.pattern
+        if pattern is None:
+            pattern = self.refresh()
+        return pattern
+
+    def refresh(
+        self, environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()
+    ) -> re.Pattern[str]:
+        with self._lock:
+            values = secret_env_values(environ)
+            values.extend(value for value in extra if len(value) >= MIN_SECRET_LENGTH)
+            values.sort(key=len, reverse=True)
+            self.pattern = _compile(values)
+            return self.pattern
+
+
+_REDACTOR = _Redactor()
+
+
+def refresh_secrets(environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> None:
+    """Re-read secret values from the environment (or `environ`), plus any `extra` secrets."""
+    _REDACTOR.refresh(environ, extra)
+
+
+def redact(text: str) -> str:
+    """Return `text` with every known secret replaced by `[REDACTED]`."""
+    if len(text) < MIN_SECRET_LENGTH:
+        return text
+    return _REDACTOR.get().sub(REDACTED, text)
+
+
+def redact_value(value: Any) -> Any:
+    """Redact strings inside `value`: a string, or lists, tuples and dicts of them, nested."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, tuple):
+        return tuple(redact_value(item) for item in value)
+    if isinstance(value, list):
+        return [redact_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: redact_value(item) for key, item in value.items()}
+    return value

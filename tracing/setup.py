@@ -1,0 +1,377 @@
+"""Configure OpenTelemetry tracing for a process: provider, batching, SQLite and OTLP exporters.
+
+The only module that touches the OpenTelemetry SDK. `setup()` builds a `TracerProvider` and,
+per exporter, a `CountingBatchSpanProcessor`: a bounded queue drained by one worker thread that
+counts every span it drops when the queue is full (the SDK's batch processor drops silently in
+bursts). Each exporter is wrapped in a `ScrubbingExporter`, so secrets are redacted, and content
+removed when `capture_content=False`, before spans reach SQLite or the network.
+
+`setup()` does not install a global provider unless asked (`set_global=True`): tests and
+libraries can build as many independent pipelines as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    SpanLimits,
+    SpanProcessor,
+    TracerProvider,
+)
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, Status, Tracer
+
+from tracing.conventions import OPENINFERENCE_PROJECT_NAME, SERVICE_NAME
+from tracing.redact import refresh_secrets
+from tracing.scrub import scrub_attributes, scrub_text
+from tracing.spanstore import SpanStore
+
+_logger = logging.getLogger(__name__)
+
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTLP_TRACES_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+
+
+class ScrubbingExporter(SpanExporter):
+    """Redact secrets (and drop content unless `capture_content`) before the wrapped exporter."""
+
+    def __init__(self, inner: SpanExporter, capture_content: bool = True) -> None:
+        self.inner = inner
+        self.capture_content = capture_content
+        self._resources: dict[int, tuple[Resource, Resource]] = {}
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([self.scrub(span) for span in spans])
+
+    def scrub(self, span: ReadableSpan) -> ReadableSpan:
+        """A copy of `span` that is safe to leave the process."""
+        keep = self.capture_content
+        status = span.status
+        return ReadableSpan(
+            name=scrub_text(span.name) or "",
+            context=span.context,
+            parent=span.parent,
+            resource=self._scrub_resource(span.resource),
+            attributes=scrub_attributes(span.attributes, keep),
+            events=[
+                Event(e.name, scrub_attributes(e.attributes, keep), e.timestamp)
+                for e in span.events
+            ],
+            links=[
+                Link(link.context, scrub_attributes(link.attributes, keep)) for link in span.links
+            ],
+            kind=span.kind,
+            status=Status(status.status_code, scrub_text(status.description)),
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def _scrub_resource(self, resource: Resource) -> Resource:
+        cached = self._resources.get(id(resource))
+        if cached is not None and cached[0] is resource:
+            return cached[1]
+        clean = Resource(scrub_attributes(resource.attributes), resource.schema_url)
+        self._resources[id(resource)] = (resource, clean)
+        return clean
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class SQLiteSpanExporter(SpanExporter):
+    """OTel `SpanExporter` writing into a `SpanStore` (the `spans` table of a SQLite file)."""
+
+    def __init__(self, store: SpanStore | str | Path) -> None:
+        self.store = store if isinstance(store, SpanStore) else SpanStore(store)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            self.store.write(spans)
+        except Exception:
+            _logger.exception("could not write %d spans to %s", len(spans), self.store.path)
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.store.close()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class ExportStats:
+    """Counts of one exporter's pipeline: every ended span is exactly one of these, or queued."""
+
+    exporter: str
+    exported: int
+    dropped: int  # the queue was full (or the pipeline already shut down)
+    failed: int  # the exporter returned FAILURE or raised
+    queued: int
+
+
+class CountingBatchSpanProcessor(SpanProcessor):
+    """Batch ended spans to an exporter from one worker thread, counting each dropped span.
+
+    A span that finds the queue full is dropped and counted, never blocked on: tracing must not
+    slow the traced code. Counting is exact: `exported + dropped + failed + queued` equals the
+    number of spans ended. Not fork-safe: call `setup()` in the process that traces.
+    """
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        max_queue_size: int = 65_536,
+        max_export_batch_size: int = 2_048,
+        schedule_delay_ms: int = 200,
+        name: str | None = None,
+    ) -> None:
+        if max_queue_size < 1 or max_export_batch_size < 1 or schedule_delay_ms < 0:
+            raise ValueError("queue size and batch size must be >= 1, delay >= 0")
+        self.exporter = exporter
+        self.name = name or type(exporter).__name__
+        self._max_queue = max_queue_size
+        self._batch_size = min(max_export_batch_size, max_queue_size)
+        self._delay_s = schedule_delay_ms / 1000
+        self._queue: deque[ReadableSpan] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._in_flight = 0
+        self._flushers = 0
+        self._shutdown = False
+        self.exported = 0
+        self.dropped = 0
+        self.failed = 0
+        self._worker = threading.Thread(target=self._run, name="tracing-export", daemon=True)
+        self._worker.start()
+
+    def on_start(self, span: SdkSpan, parent_context: otel_context.Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return
+        with self._cond:
+            if self._shutdown or len(self._queue) >= self._max_queue:
+                self.dropped += 1
+                dropped = self.dropped
+            else:
+                self._queue.append(span)
+                size = len(self._queue)
+                if size == 1 or size == self._batch_size:
+                    self._cond.notify_all()  # flushers wait on it too: wake the worker surely
+                return
+        if dropped == 1 or dropped % 10_000 == 0:
+            _logger.warning("span queue full: %d spans dropped so far", dropped)
+
+    def stats(self) -> ExportStats:
+        """A consistent snapshot of the counters."""
+        with self._cond:
+            return ExportStats(
+                exporter=self.name,
+                exported=self.exported,
+                dropped=self.dropped,
+                failed=self.failed,
+                queued=len(self._queue) + self._in_flight,
+            )
+
+    def _urgent(self) -> bool:
+        return self._shutdown or self._flushers > 0
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._urgent():
+                    self._cond.wait()
+                if len(self._queue) < self._batch_size and not self._urgent():
+                    self._cond.wait(self._delay_s)  # let a batch build up, unless it fills
+                count = min(len(self._queue), self._batch_size)
+                batch = [self._queue.popleft() for _ in range(count)]
+                self._in_flight = count
+                if not batch:
+                    self._cond.notify_all()  # idle: wake flushers
+                    if self._shutdown:
+                        return
+                    self._cond.wait(self._delay_s)
+                    continue
+            self._export(batch)
+
+    def _export(self, batch: list[ReadableSpan]) -> None:
+        try:
+            ok = self.exporter.export(batch) is SpanExportResult.SUCCESS
+        except Exception:
+            _logger.exception("span exporter %s raised", type(self.exporter).__name__)
+            ok = False
+        with self._cond:
+            if ok:
+                self.exported += len(batch)
+            else:
+                self.failed += len(batch)
+            self._in_flight = 0
+            self._cond.notify_all()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export everything queued now; False if that took longer than the timeout."""
+        with self._cond:
+            self._flushers += 1
+            self._cond.notify_all()
+            try:
+                done = self._cond.wait_for(
+                    lambda: not self._queue and self._in_flight == 0, timeout_millis / 1000
+                )
+            finally:
+                self._flushers -= 1
+        return done and self.exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """Export what is queued, stop the worker, shut the exporter down (idempotent)."""
+        with self._cond:
+            if self._shutdown:
+                return
+            self._shutdown = True
+            self._cond.notify_all()
+        self._worker.join()
+        self.exporter.shutdown()
+
+
+class TracingHandle:
+    """A configured tracing pipeline: get tracers from it, flush it, read its counters."""
+
+    def __init__(
+        self,
+        provider: TracerProvider,
+        processors: Sequence[CountingBatchSpanProcessor],
+        store_path: Path | None,
+    ) -> None:
+        self.provider = provider
+        self.processors = tuple(processors)
+        self.store_path = store_path
+
+    def tracer(self, name: str = "evals-harness", version: str | None = None) -> Tracer:
+        """A tracer of this pipeline (not the global one)."""
+        return self.provider.get_tracer(name, version)
+
+    def force_flush(self, timeout_ms: int = 30_000) -> bool:
+        """Export every span ended so far; False on timeout."""
+        return self.provider.force_flush(timeout_ms)
+
+    def shutdown(self) -> None:
+        """Flush and stop every exporter; spans ended afterwards are counted as dropped."""
+        self.provider.shutdown()
+
+    def stats(self) -> list[ExportStats]:
+        """Per-exporter counters."""
+        return [processor.stats() for processor in self.processors]
+
+    @property
+    def dropped_spans(self) -> int:
+        """Spans dropped because a queue was full, summed over exporters."""
+        return sum(stats.dropped for stats in self.stats())
+
+    @property
+    def exported_spans(self) -> int:
+        """Spans exported successfully, summed over exporters."""
+        return sum(stats.exported for stats in self.stats())
+
+    @property
+    def failed_spans(self) -> int:
+        """Spans lost because an exporter failed, summed over exporters."""
+        return sum(stats.failed for stats in self.stats())
+
+    def __enter__(self) -> TracingHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+
+def otlp_traces_url(endpoint: str) -> str:
+    """`http://host:4318` -> `http://host:4318/v1/traces`; a full traces URL passes as is."""
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
+
+
+def _otlp_exporter(endpoint: str | None, headers: Mapping[str, str] | None) -> SpanExporter:
+    # Imported on demand: the OTLP exporter pulls in protobuf and requests.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    url = otlp_traces_url(endpoint) if endpoint else None  # None: the exporter reads the env
+    return OTLPSpanExporter(endpoint=url, headers=dict(headers) if headers else None)
+
+
+def setup(
+    store: str | Path | None = None,
+    otlp_endpoint: str | None = None,
+    capture_content: bool = True,
+    service_name: str = "evals-harness",
+    project_name: str | None = None,
+    max_queue_size: int = 65_536,
+    max_export_batch_size: int = 2_048,
+    schedule_delay_ms: int = 200,
+    *,
+    set_global: bool = False,
+    otlp_headers: Mapping[str, str] | None = None,
+    exporters: Sequence[SpanExporter] = (),
+    resource_attributes: Mapping[str, Any] | None = None,
+    max_span_attributes: int = 1_024,
+) -> TracingHandle:
+    """Build a tracing pipeline and return its handle.
+
+    Spans go to the SQLite file `store` (table `spans`) when given, to an OTLP/HTTP endpoint
+    when `otlp_endpoint` (a base URL or a full `/v1/traces` URL) or `OTEL_EXPORTER_OTLP_ENDPOINT`
+    is set, and to any extra `exporters`. Every exporter gets its own queue and worker and sees
+    scrubbed spans: secrets redacted; prompts, completions, documents and tool arguments removed
+    when `capture_content` is False. `set_global=True` also installs the provider globally
+    (OpenTelemetry allows that once per process).
+    """
+    refresh_secrets()  # pick up keys set since import
+    attributes: dict[str, Any] = {
+        SERVICE_NAME: service_name,
+        OPENINFERENCE_PROJECT_NAME: project_name or service_name,
+        **(resource_attributes or {}),
+    }
+    provider = TracerProvider(
+        resource=Resource.create(attributes),
+        span_limits=SpanLimits(max_span_attributes=max_span_attributes),
+    )
+    sinks: list[SpanExporter] = []
+    store_path = Path(store) if store is not None else None
+    if store_path is not None:
+        sinks.append(SQLiteSpanExporter(store_path))
+    env_endpoint = os.environ.get(OTLP_TRACES_ENDPOINT_ENV) or os.environ.get(OTLP_ENDPOINT_ENV)
+    if otlp_endpoint or env_endpoint:
+        sinks.append(_otlp_exporter(otlp_endpoint, otlp_headers))
+    sinks.extend(exporters)
+    processors = [
+        CountingBatchSpanProcessor(
+            ScrubbingExporter(sink, capture_content),
+            max_queue_size=max_queue_size,
+            max_export_batch_size=max_export_batch_size,
+            schedule_delay_ms=schedule_delay_ms,
+            name=type(sink).__name__,
+        )
+        for sink in sinks
+    ]
+    for processor in processors:
+        provider.add_span_processor(processor)
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return TracingHandle(provider, processors, store_path)

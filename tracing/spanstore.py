@@ -1,0 +1,370 @@
+"""Persist finished spans in the `spans` table of a SQLite file (usually the harness run store).
+
+`SpanStore` owns its own connection (WAL mode), creates its tables if missing and upgrades them
+in `ensure_schema`, the one place that knows the table's integer schema version (kept in
+`tracing_meta`). Writes are thread-safe: the batch span processor calls from its worker thread.
+
+Spans are accepted through the `FinishedSpan` protocol (which OpenTelemetry's `ReadableSpan`
+satisfies), so this module needs only the OTel API; the SDK `SpanExporter` adapter around it
+lives in `tracing.setup`.
+
+Besides the raw span (ids, times, status, attributes, events, links as JSON), a few attributes
+are copied into columns for fast queries: run and case ids, the OpenInference span kind, model,
+tokens, cost and verdict. A trace belongs to one run and one case: `evals.run.id` and
+`evals.case.id` set on any span of a trace (normally its root) are copied to all its spans.
+Resource attributes are the same for every span of a process, so they are stored once in
+`span_resources` and referenced by id.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from opentelemetry.trace import SpanContext, SpanKind, Status
+
+from tracing.conventions import (
+    EMBEDDING_MODEL_NAME,
+    EVALS_CASE_ID,
+    EVALS_COST_USD,
+    EVALS_RUN_ID,
+    EVALS_VERDICT,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+    LLM_COST_TOTAL,
+    LLM_MODEL_NAME,
+    LLM_TOKEN_COUNT_COMPLETION,
+    LLM_TOKEN_COUNT_PROMPT,
+    OPENINFERENCE_SPAN_KIND,
+)
+
+SCHEMA_VERSION_KEY = "spans_schema_version"
+
+# Append-only: entry i upgrades the tables from schema version i to i + 1.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS span_resources (
+            id INTEGER PRIMARY KEY,
+            attributes TEXT NOT NULL UNIQUE
+        )""",
+        """CREATE TABLE IF NOT EXISTS spans (
+            trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL,
+            parent_span_id TEXT,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            start_ns INTEGER NOT NULL,
+            end_ns INTEGER NOT NULL,
+            status_code TEXT NOT NULL,
+            status_message TEXT,
+            attributes TEXT NOT NULL,
+            events TEXT NOT NULL,
+            links TEXT NOT NULL,
+            resource_id INTEGER REFERENCES span_resources(id),
+            scope TEXT,
+            run_id TEXT,
+            case_id TEXT,
+            span_kind TEXT,
+            model TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cost_usd REAL,
+            verdict TEXT,
+            PRIMARY KEY (span_id, trace_id)
+        )""",
+        "CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id, start_ns)",
+        "CREATE INDEX IF NOT EXISTS spans_run ON spans (run_id, start_ns)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_COLUMNS = (
+    "trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, "
+    "status_message, attributes, events, links, resource_id, scope, run_id, case_id, "
+    "span_kind, model, input_tokens, output_tokens, cost_usd, verdict"
+)
+_INSERT = f"INSERT OR REPLACE INTO spans ({_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+_RUN_ID_AT, _CASE_ID_AT = 14, 15  # positions of run_id and case_id in a row
+
+
+class SpanStoreError(Exception):
+    """The span store cannot be used (for example, its schema is newer than this code)."""
+
+
+class SpanEvent(Protocol):
+    """The parts of an OTel span event that are stored."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+
+
+class SpanLink(Protocol):
+    """The parts of an OTel span link that are stored."""
+
+    @property
+    def context(self) -> SpanContext: ...
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+
+
+class HasAttributes(Protocol):
+    """A resource or anything else carrying an attribute mapping."""
+
+    @property
+    def attributes(self) -> Mapping[str, Any]: ...
+
+
+class HasName(Protocol):
+    """An instrumentation scope."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class FinishedSpan(Protocol):
+    """A finished span, as the OTel SDK's `ReadableSpan` presents it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def context(self) -> SpanContext | None: ...
+    @property
+    def parent(self) -> SpanContext | None: ...
+    @property
+    def kind(self) -> SpanKind: ...
+    @property
+    def start_time(self) -> int | None: ...
+    @property
+    def end_time(self) -> int | None: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+    @property
+    def events(self) -> Sequence[SpanEvent]: ...
+    @property
+    def links(self) -> Sequence[SpanLink]: ...
+    @property
+    def resource(self) -> HasAttributes: ...
+    @property
+    def instrumentation_scope(self) -> HasName | None: ...
+
+
+def connect(path: str | Path, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+    """Open `path` in WAL mode, autocommit, usable from any thread (callers serialise use)."""
+    conn = sqlite3.connect(
+        str(path), timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The span tables' schema version in this database (0 when they were never created)."""
+    if not _has_table(conn, "tracing_meta"):
+        return 0
+    row = conn.execute(
+        "SELECT value FROM tracing_meta WHERE key = ?", (SCHEMA_VERSION_KEY,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create or upgrade the span tables to `SCHEMA_VERSION`; the one place that migrates."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS tracing_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        current = schema_version(conn)
+        if current > SCHEMA_VERSION:
+            raise SpanStoreError(
+                f"span tables have schema version {current}, newer than this code's "
+                f"{SCHEMA_VERSION}: upgrade the evals-harness package"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute(
+            "INSERT OR REPLACE INTO tracing_meta (key, value) VALUES (?, ?)",
+            (SCHEMA_VERSION_KEY, str(SCHEMA_VERSION)),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return row is not None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class SpanStore:
+    """Thread-safe writer of finished spans into the `spans` table of one SQLite file."""
+
+    def __init__(self, path: str | Path, *, trace_cache_size: int = 100_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = connect(self.path)
+        ensure_schema(self._conn)
+        self._resource_ids: dict[str, int] = {}
+        # trace id -> (run id, case id) of recent traces, to label spans that end after the
+        # span carrying the ids was written (without a query per span).
+        self._trace_ids: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
+        self._trace_cache_size = trace_cache_size
+        self._closed = False
+
+    def write(self, spans: Sequence[FinishedSpan]) -> int:
+        """Store `spans` in one transaction; returns how many were written."""
+        rows = [self._row(span) for span in spans if span.context is not None]
+        if not rows:
+            return 0
+        with self._lock:
+            if self._closed:
+                raise SpanStoreError(f"span store {self.path} is closed")
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                resolved = [self._resolve_resource(conn, row) for row in rows]
+                newly_labelled = self._label(resolved)
+                conn.executemany(_INSERT, resolved)
+                for trace_id, (run_id, case_id) in newly_labelled.items():
+                    conn.execute(
+                        "UPDATE spans SET run_id = coalesce(run_id, ?), "
+                        "case_id = coalesce(case_id, ?) WHERE trace_id = ? "
+                        "AND (run_id IS NULL OR case_id IS NULL)",
+                        (run_id, case_id, trace_id),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def close(self) -> None:
+        """Close the connection; later writes raise `SpanStoreError`."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def _row(self, span: FinishedSpan) -> list[Any]:
+        context = span.context
+        assert context is not None
+        attributes = span.attributes or {}
+        parent = span.parent
+        start = span.start_time or 0
+        scope = span.instrumentation_scope
+        events = [
+            {"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+            for e in span.events
+        ]
+        links = [
+            {
+                "trace_id": format(link.context.trace_id, "032x"),
+                "span_id": format(link.context.span_id, "016x"),
+                "attributes": dict(link.attributes or {}),
+            }
+            for link in span.links
+        ]
+        get = attributes.get
+        return [
+            format(context.trace_id, "032x"),
+            format(context.span_id, "016x"),
+            format(parent.span_id, "016x") if parent is not None else None,
+            span.name,
+            span.kind.name,
+            start,
+            span.end_time or start,
+            span.status.status_code.name,
+            span.status.description,
+            _dumps(dict(attributes)),
+            _dumps(events),
+            _dumps(links),
+            _dumps(dict(span.resource.attributes)),  # replaced by its id under the lock
+            scope.name if scope is not None else None,
+            _str_or_none(get(EVALS_RUN_ID)),
+            _str_or_none(get(EVALS_CASE_ID)),
+            _str_or_none(get(OPENINFERENCE_SPAN_KIND)),
+            _str_or_none(
+                get(GEN_AI_REQUEST_MODEL) or get(LLM_MODEL_NAME) or get(EMBEDDING_MODEL_NAME)
+            ),
+            _int_or_none(get(GEN_AI_USAGE_INPUT_TOKENS, get(LLM_TOKEN_COUNT_PROMPT))),
+            _int_or_none(get(GEN_AI_USAGE_OUTPUT_TOKENS, get(LLM_TOKEN_COUNT_COMPLETION))),
+            _float_or_none(get(EVALS_COST_USD, get(LLM_COST_TOTAL))),
+            _str_or_none(get(EVALS_VERDICT)),
+        ]
+
+    def _resolve_resource(self, conn: sqlite3.Connection, row: list[Any]) -> list[Any]:
+        resource_json: str = row[12]
+        resource_id = self._resource_ids.get(resource_json)
+        if resource_id is None:
+            conn.execute(
+                "INSERT OR IGNORE INTO span_resources (attributes) VALUES (?)", (resource_json,)
+            )
+            found = conn.execute(
+                "SELECT id FROM span_resources WHERE attributes = ?", (resource_json,)
+            ).fetchone()
+            resource_id = int(found[0])
+            self._resource_ids[resource_json] = resource_id
+        row[12] = resource_id
+        return row
+
+    def _label(self, rows: list[list[Any]]) -> dict[str, tuple[str | None, str | None]]:
+        """Fill run/case ids from the trace cache; return traces whose ids this batch taught."""
+        cache = self._trace_ids
+        learned: dict[str, tuple[str | None, str | None]] = {}
+        for row in rows:
+            run_id, case_id = row[_RUN_ID_AT], row[_CASE_ID_AT]
+            if run_id is None and case_id is None:
+                continue
+            trace_id = row[0]
+            known_run, known_case = cache.get(trace_id, (None, None))
+            # The first value seen for a trace wins, as in the UPDATE below (coalesce).
+            merged = (known_run or run_id, known_case or case_id)
+            if merged != (known_run, known_case):
+                cache[trace_id] = merged
+                cache.move_to_end(trace_id)
+                learned[trace_id] = merged
+        while len(cache) > self._trace_cache_size:
+            cache.popitem(last=False)
+        for row in rows:
+            if row[_RUN_ID_AT] is None or row[_CASE_ID_AT] is None:
+                known = cache.get(row[0])
+                if known is not None:
+                    row[_RUN_ID_AT] = row[_RUN_ID_AT] or known[0]
+                    row[_CASE_ID_AT] = row[_CASE_ID_AT] or known[1]
+        return learned
