@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -55,34 +56,49 @@ def run(
     cache: str = typer.Option("auto", "--cache", help="auto|on|off|read-only|refresh "
                               "(auto: on for temperature 0)."),
     max_error_rate: float = typer.Option(0.10, "--max-error-rate", min=0.0, max=1.0),
+    shard: str | None = typer.Option(None, "--shard", help="Run shard i of n (e.g. 2/4) of the "
+                                     "selected cases; join shard run files with `evals merge`."),
     resume: str | None = typer.Option(None, "--resume", help="Continue a run: RUN_ID or last."),
     store: Path | None = STORE_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    trace: bool = typer.Option(True, "--trace/--no-trace", help="Record OpenTelemetry spans."),
+    capture_content: bool = typer.Option(True, "--content/--no-content", help="Keep prompt "
+                                         "and completion text in spans (metadata stays)."),
+    otlp_endpoint: str | None = typer.Option(None, "--otlp-endpoint", help="Also export spans "
+                                             "over OTLP/HTTP (or OTEL_EXPORTER_OTLP_ENDPOINT)."),
 ) -> None:
     """Run a suite: every case x model x epoch, scored, stored and summarised."""
     from harness import render
     from harness.providers import CACHE_MODES
     from harness.runner import Runner, RunOptions, execute
-    from harness.suite import Selection
+    from harness.suite import Selection, parse_shard
 
     if cache not in CACHE_MODES:
         raise _fail(ConfigError(f"--cache must be one of {', '.join(CACHE_MODES)}"))
+    try:
+        shard_spec = parse_shard(shard) if shard else None
+    except ConfigError as exc:
+        raise _fail(exc) from None
     options = RunOptions(
         repeat=repeat, concurrency=concurrency, cache_mode=cache,  # type: ignore[arg-type]
-        max_error_rate=max_error_rate,
-        selection=Selection(limit=limit, sample=sample, seed=seed, filters=list(filters)),
+        max_error_rate=max_error_rate, trace=trace, capture_content=capture_content,
+        otlp_endpoint=otlp_endpoint,
+        selection=Selection(limit=limit, sample=sample, seed=seed, filters=list(filters),
+                            shard=shard_spec),
     )
     bar: Any = None
+    started: list[Runner] = []
 
     def on_start(runner: Runner) -> None:
-        nonlocal bar
-        bar = render.progress_bar(err, runner.progress)
-        bar.start()
-        bar.add_task(runner.suite.name, total=None)
+        started.append(runner)
 
     def on_progress(progress: Any) -> None:
-        if bar is not None:
-            bar.update(bar.task_ids[0], completed=progress.done, total=progress.total)
+        nonlocal bar
+        if bar is None:  # shown once the run is planned: a refused run prints only its error
+            bar = render.progress_bar(err, progress)
+            bar.start()
+            bar.add_task(started[0].suite.name, total=None)
+        bar.update(bar.task_ids[0], completed=progress.done, total=progress.total)
 
     try:
         outcome = execute(
@@ -131,10 +147,8 @@ def _install_signals(stop: Any, flush: Any) -> None:
             os._exit(130)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
-        except (NotImplementedError, RuntimeError):
-            pass
 
 
 @app.command()
@@ -228,3 +242,21 @@ def schema(kind: str = typer.Argument("suite", help="suite or prompt")) -> None:
 
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+# --- sub-command groups (each in its own module) ----------------------------------------------
+from harness.cli_judge import judge_app  # noqa: E402
+
+app.add_typer(judge_app, name="judge")
+
+from harness import cli_compare  # noqa: E402
+
+cli_compare.register(app)  # compare, gate, merge, report, baseline
+
+from harness import cli_versions  # noqa: E402
+
+app.add_typer(cli_versions.prompt_app, name="prompt")
+app.add_typer(cli_versions.rubric_app, name="rubric")
+app.add_typer(cli_versions.retrieval_app, name="retrieval")
+app.add_typer(cli_versions.release_app, name="release")
+app.command("diff")(cli_versions.diff_runs)

@@ -98,11 +98,14 @@ class ModelConfig(Strict):
 
 
 class TargetConfig(Strict):
-    """What is evaluated: chat (prompt -> model), replay (outputs in the dataset), python."""
+    """What is evaluated: chat (prompt -> model), replay (outputs in the dataset), python
+    (the user's function), agent (the model calling the suite's tools until it answers)."""
 
-    type: Literal["chat", "replay", "python"]
+    type: Literal["chat", "replay", "python", "agent"]
     function: str | None = None
     output_field: str = "output"
+    tools: list[str] = Field(default_factory=list)
+    max_steps: int = Field(default=8, ge=1, le=100)
 
     @model_validator(mode="before")
     @classmethod
@@ -120,7 +123,62 @@ class TargetConfig(Strict):
     def _function_for_python(self) -> TargetConfig:
         if self.type == "python" and not self.function:
             raise ValueError("a python target needs 'function: module:function'")
+        if self.type == "agent" and not self.tools:
+            raise ValueError("an agent target needs 'tools: [module:function, ...]'")
         return self
+
+
+def _fraction(value: Any) -> Any:
+    """'10%' -> 0.1; numbers pass through (fractions: 0.1 is ten percent)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage") from None
+    return value
+
+
+class GatePolicy(Strict):
+    """A suite's `gate:` block: when a candidate run fails CI against its baseline.
+
+    Fractions may be written as numbers (0.05) or percentages ('5%'). `max_drop` is in absolute
+    pass-rate points, one value for every metric or a mapping by metric name (a scorer's name,
+    `all` for every scorer passing, `default` for the rest).
+    """
+
+    max_drop: float | dict[str, float] = 0.0
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    correction: Literal["holm", "none"] = "holm"
+    max_cost_increase: float | None = Field(default=None, ge=0)
+    max_cost_per_case_increase: float | None = Field(default=None, ge=0)
+    max_latency_increase: float | None = Field(default=None, ge=0)
+    critical: list[str] = Field(default_factory=list)
+    max_error_rate: float = Field(default=0.10, ge=0, le=1)
+    min_kappa: float | None = Field(default=None, ge=-1, le=1)
+
+    @field_validator("max_drop", mode="before")
+    @classmethod
+    def _drops(cls, value: Any) -> Any:
+        drops = value if isinstance(value, dict) else {"default": value}
+        parsed = {key: _fraction(item) for key, item in drops.items()}
+        for key, item in parsed.items():
+            if not isinstance(item, int | float) or not 0 <= item <= 1:
+                raise ValueError(f"max_drop {key!r} must be a fraction in [0, 1], got {item!r}")
+        return parsed if isinstance(value, dict) else parsed["default"]
+
+    @field_validator(
+        "max_cost_increase", "max_cost_per_case_increase", "max_latency_increase",
+        "max_error_rate", mode="before",
+    )
+    @classmethod
+    def _percent(cls, value: Any) -> Any:
+        return _fraction(value)
+
+    def drop_for(self, metric: str) -> float:
+        """The allowed pass-rate drop of one metric."""
+        if isinstance(self.max_drop, dict):
+            return float(self.max_drop.get(metric, self.max_drop.get("default", 0.0)))
+        return float(self.max_drop)
 
 
 class SuiteConfig(Strict):
@@ -138,6 +196,7 @@ class SuiteConfig(Strict):
     seed: int = 0
     concurrency: int | None = Field(default=None, ge=1, le=1024)
     max_error_rate: float | None = Field(default=None, ge=0, le=1)
+    gate: GatePolicy | None = None
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -154,11 +213,11 @@ class SuiteConfig(Strict):
 
     @model_validator(mode="after")
     def _needs_prompt_and_models(self) -> SuiteConfig:
-        if self.target.type == "chat":
+        if self.target.type in ("chat", "agent"):
             if not self.prompt:
-                raise ValueError("a chat target needs 'prompt'")
+                raise ValueError(f"a {self.target.type} target needs 'prompt'")
             if not self.models:
-                raise ValueError("a chat target needs at least one entry in 'models'")
+                raise ValueError(f"a {self.target.type} target needs at least one model")
         labels = [m.label for m in self.models]
         dupes = {x for x in labels if labels.count(x) > 1}
         if dupes:

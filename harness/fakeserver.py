@@ -120,16 +120,12 @@ class Faults:
     retry_after_ms: int | None = None
     hang_s: float = 30.0
 
-    def pick(self, draw: float) -> str | None:
-        """The fault a uniform draw in [0, 1) lands on, or None."""
-        edge = 0.0
-        for kind, rate in zip(FAULT_KINDS, self._rates(), strict=True):
-            edge += rate
-            if draw < edge:
-                return kind
-        return None
+    def __post_init__(self) -> None:
+        if any(rate < 0 for rate in self.rates()) or sum(self.rates()) > 1.0 + 1e-9:
+            raise ValueError(f"fault rates must be >= 0 and sum to <= 1, got {self.rates()}")
 
-    def _rates(self) -> tuple[float, ...]:
+    def rates(self) -> tuple[float, ...]:
+        """The fault rates in ``FAULT_KINDS`` order."""
         return (
             self.rate_500,
             self.rate_429,
@@ -137,6 +133,15 @@ class Faults:
             self.rate_drop,
             self.rate_invalid_json,
         )
+
+    def pick(self, draw: float) -> str | None:
+        """The fault a uniform draw in [0, 1) lands on, or None."""
+        edge = 0.0
+        for kind, rate in zip(FAULT_KINDS, self.rates(), strict=True):
+            edge += rate
+            if draw < edge:
+                return kind
+        return None
 
 
 @dataclass
@@ -403,7 +408,8 @@ class FakeServer:
             self._total += 1
             self._outcomes[outcome] += 1
             self._log.append((key, outcome))
-            self._final[key] = outcome
+            if key:  # bodies that were not JSON have no key
+                self._final[key] = outcome
             self._requests.append(recorded)
 
     # ----- decisions
@@ -759,7 +765,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.add_argument(f"--fault-rate-{kind.replace('_', '-')}", type=float, default=0.0)
     parser.add_argument("--fail-first-n", type=int, default=0)
     parser.add_argument("--fail-first-outcome", choices=FAULT_KINDS, default="500")
-    parser.add_argument("--retry-after-s", type=float, default=1.0)
+    parser.add_argument(
+        "--retry-after-s", type=float, default=1.0, help="Retry-After on 429s; < 0 omits it"
+    )
     parser.add_argument("--retry-after-ms", type=int, default=None)
     parser.add_argument("--hang-s", type=float, default=30.0)
     parser.add_argument("--script", help="JSON file: {last user message: reply}")
@@ -777,7 +785,7 @@ def server_from_args(args: argparse.Namespace) -> FakeServer:
         rate_invalid_json=args.fault_rate_invalid_json,
         fail_first_n=args.fail_first_n,
         fail_first_outcome=args.fail_first_outcome,
-        retry_after_s=args.retry_after_s,
+        retry_after_s=args.retry_after_s if args.retry_after_s >= 0 else None,
         retry_after_ms=args.retry_after_ms,
         hang_s=args.hang_s,
     )

@@ -5,20 +5,25 @@ found on disk without importing that package. ``llama_cpp`` is imported on first
 ``import harness.local_llm`` stays cheap. One ``Llama`` per model is loaded per process and
 every call to it is serialised by a lock: a llama.cpp context is not thread-safe.
 
-Each call starts from an empty KV cache, so an answer depends only on its own request and
-never on which request ran before (reusing a cached prompt prefix can flip a greedy
-near-tie); at temperature 0 sampling is greedy and the output is deterministic.
+Each call starts from an empty KV cache, so an answer depends only on its own request, never
+on which request ran before: llama.cpp does not promise bit-identical logits when a cached
+prefix changes the batch sizes (llama-server's `cache_prompt` docs warn of exactly this). It
+costs re-reading the shared system prompt, about 0.3 s a call here. At temperature 0 sampling
+is greedy, so the output is deterministic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import importlib
 import importlib.util
 import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,20 +74,26 @@ MODELS: dict[str, LocalModel] = {
     ),
 }
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards loading and every call: a llama.cpp context is not thread-safe
 _loaded: dict[str, Llama] = {}
+_inference_thread: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
 
 
 def _spec(name: str) -> LocalModel:
+    """Look up `name` in MODELS; the response id ("local/smollm2") is accepted too."""
     try:
-        return MODELS[name]
+        return MODELS[name.removeprefix("local/")]
     except KeyError:
         known = ", ".join(sorted(MODELS))
         raise LocalModelUnavailable(f"unknown local model {name!r}; known: {known}") from None
 
 
 def model_path(name: str = DEFAULT_MODEL) -> Path:
-    """Return the path of model `name`'s GGUF file inside its installed package."""
+    """Return the path of model `name`'s GGUF file inside its installed package.
+
+    Raises LocalModelUnavailable, saying what to install, when the file cannot be found.
+    """
     spec = _spec(name)
     # find_spec on a top-level name locates the package without running its code.
     found = importlib.util.find_spec(spec.package)
@@ -92,9 +103,9 @@ def model_path(name: str = DEFAULT_MODEL) -> Path:
             f"pip install {spec.distribution}"
         )
     for location in found.submodule_search_locations:
-        matches = sorted(Path(location).rglob(spec.filename))
-        if matches:
-            return matches[0]
+        candidate = Path(location) / spec.filename
+        if candidate.is_file():
+            return candidate
     raise LocalModelUnavailable(
         f"{spec.distribution} is installed but holds no {spec.filename}; "
         f"reinstall it: pip install --force-reinstall {spec.distribution}"
@@ -116,12 +127,16 @@ def _import_llama_class() -> type[Llama]:
 
 
 def load_model(name: str = DEFAULT_MODEL) -> Llama:
-    """Load model `name` once per process (later calls return the same object)."""
+    """Load model `name` once per process (later calls return the same object).
+
+    Raises LocalModelUnavailable when the GGUF package or llama-cpp-python is missing.
+    """
     with _lock:
         return _load_locked(name)
 
 
 def _load_locked(name: str) -> Llama:
+    name = name.removeprefix("local/")
     llm = _loaded.get(name)
     if llm is None:
         path = model_path(name)
@@ -143,14 +158,20 @@ def _text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for message in messages:
         content = message.get("content")
         if isinstance(content, list):
-            text = "".join(
-                part.get("text", "") for part in content if part.get("type") == "text"
-            )
+            text = "".join(part.get("text", "") for part in content if part.get("type") == "text")
             message = {**message, "content": text}
         elif content is None:
             message = {**message, "content": ""}
         flat.append(message)
     return flat
+
+
+def _llama_response_format(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Map OpenAI's ``json_schema`` form onto llama.cpp's ``json_object`` + ``schema`` form."""
+    if response_format is None or response_format.get("type") != "json_schema":
+        return response_format
+    schema = response_format.get("json_schema", {}).get("schema")
+    return {"type": "json_object", **({"schema": schema} if schema is not None else {})}
 
 
 def complete(
@@ -166,9 +187,11 @@ def complete(
 ) -> dict[str, Any]:
     """Answer a chat with a local model; returns an OpenAI ``chat.completion``-shaped dict.
 
-    `response_format={"type": "json_object", "schema": {...}}` constrains the output to JSON
-    (matching the schema when one is given) with a grammar. Sampling follows OpenAI's
-    meaning of the parameters: no top-k or min-p cut, `top_p` 1 unless given.
+    `response_format={"type": "json_object", "schema": {...}}` (or OpenAI's ``json_schema``
+    form) constrains the output to JSON matching the schema with a grammar. Sampling follows
+    OpenAI's meaning of the parameters: no top-k or min-p cut, `top_p` 1 unless given. Without
+    `seed` a fixed seed is used, so even sampled output repeats call for call. A prompt longer
+    than the context window raises ``ValueError``.
     """
     with _lock:
         llm = _load_locked(model)
@@ -183,7 +206,7 @@ def complete(
             seed=SEED if seed is None else seed,
             stop=stop or [],
             max_tokens=max_tokens,
-            response_format=response_format,  # type: ignore[arg-type]
+            response_format=_llama_response_format(response_format),  # type: ignore[arg-type]
         )
     choice = raw["choices"][0]
     usage = raw["usage"]
@@ -191,7 +214,7 @@ def complete(
         "id": raw.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": raw.get("created") or int(time.time()),
-        "model": MODELS[model].model_id,
+        "model": _spec(model).model_id,
         "choices": [
             {
                 "index": 0,
@@ -218,8 +241,13 @@ async def acomplete(
     stop: list[str] | None = None,
     response_format: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`complete` in a worker thread, so the event loop keeps running during inference."""
-    return await asyncio.to_thread(
+    """`complete` in a worker thread, so the event loop keeps running during inference.
+
+    Calls queue on one dedicated thread rather than in asyncio's default executor: callers
+    waiting for the model lock would otherwise fill that small pool and stall every other
+    `asyncio.to_thread` user. Context variables (the current trace span) are carried over.
+    """
+    call = functools.partial(
         complete,
         messages,
         model=model,
@@ -230,3 +258,14 @@ async def acomplete(
         stop=stop,
         response_format=response_format,
     )
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor(), context.run, call)
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _inference_thread
+    with _executor_lock:  # not _lock: that one is held for a whole inference
+        if _inference_thread is None:
+            _inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-llm")
+        return _inference_thread

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -18,7 +19,9 @@ from tenacity import (
     stop_before_delay,
 )
 
+import tracing
 from harness import local_llm
+from tracing import conventions as tracing_names
 from harness.config import ModelConfig
 from harness.errors import ConfigError, ProviderCallError
 from harness.versions import content_hash
@@ -39,6 +42,9 @@ KEY_PARAMS = (
     "parallel_tool_calls", "user", "modalities", "audio", "prediction", "service_tier",
     "verbosity", "web_search_options",
 )  # fmt: skip
+# litellm kwargs that cannot change the answer: left out of the cache key.
+TRANSPORT_KWARGS = frozenset({"timeout", "stream_timeout", "extra_headers", "headers",
+                              "num_retries", "max_retries", "metadata"})
 
 _LITELLM: Any = None
 
@@ -64,7 +70,7 @@ def litellm_module() -> Any:
 def _local_handler(litellm: Any) -> Any:
     """litellm custom provider running the bundled GGUF model in-process (`local/<name>`)."""
 
-    class LocalLLM(litellm.CustomLLM):  # type: ignore[misc,name-defined]
+    class LocalLLM(litellm.CustomLLM):
         async def acompletion(self, model: str, messages: list[Any], *args: Any,
                               **kwargs: Any) -> Any:
             params = dict(kwargs.get("optional_params") or {})
@@ -157,19 +163,23 @@ def cache_key(model: ModelConfig, request: ChatRequest) -> str:
     """The canonical request: everything that can change the answer, nothing that cannot."""
     params = {name: request.params.get(name) for name in KEY_PARAMS}
     params.update({k: v for k, v in request.params.items() if k not in params})
-    return content_hash(
-        {
-            "model": model.id,
-            "api_base": model.api_base,
-            "api_version": model.api_version,
-            "messages": request.messages,
-            "params": params,
-            "tools": request.tools,
-            "tool_choice": request.tool_choice,
-            "response_format": request.response_format,
-            "epoch": request.epoch,
-        }
-    )
+    canonical: dict[str, Any] = {
+        "model": model.id,
+        "api_base": model.api_base,
+        "api_version": model.api_version,
+        "messages": request.messages,
+        "params": params,
+        "tools": request.tools,
+        "tool_choice": request.tool_choice,
+        "response_format": request.response_format,
+        "epoch": request.epoch,
+    }
+    # litellm kwargs from the suite (extra_body, ...) are sent too; only when present, so keys
+    # of models without any stay as they were.
+    sent = {k: v for k, v in model.litellm.items() if k not in TRANSPORT_KWARGS}
+    if sent:
+        canonical["litellm"] = sent
+    return content_hash(canonical)
 
 
 @dataclass(frozen=True)
@@ -201,13 +211,42 @@ def classify(exc: BaseException) -> _Failure:
     ]
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return _Failure("timeout", True, None)
+    if isinstance(exc, litellm.InternalServerError):
+        # litellm reports a dropped connection and an unparseable body as a 500 no server sent.
+        cause = _transport_failure(exc)
+        if cause is not None:
+            return _Failure(cause, True, None)
     for cls, kind, retryable in ordered:
         if isinstance(exc, cls):
             return _Failure(kind, retryable, status)
     if status is not None:
-        return _Failure("http_" + str(status), status >= 500 or status in (408, 409), status)
+        # litellm raises a bare APIError for some statuses (e.g. 403): name them all the same.
+        kind = _STATUS_KINDS.get(status, "http_" + str(status))
+        return _Failure(kind, status >= 500 or status in (408, 409, 429), status)
     # Anything else (an invalid body, a dropped stream): transient until proven otherwise.
     return _Failure("provider_error", True, None)
+
+
+_STATUS_KINDS = {400: "bad_request", 401: "auth", 403: "permission", 404: "not_found",
+                 422: "bad_request", 429: "rate_limit"}
+
+
+def _transport_failure(exc: BaseException) -> str | None:
+    """'connection' or 'invalid_response' when the exception's cause chain shows one."""
+    import openai  # already loaded by litellm
+
+    seen: BaseException | None = exc.__cause__ or exc.__context__
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, openai.APITimeoutError):
+            return None
+        if isinstance(seen, openai.APIConnectionError):
+            return "connection"
+        if isinstance(seen, json.JSONDecodeError):
+            return "invalid_response"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def retry_after_s(exc: BaseException | None) -> float | None:
@@ -277,7 +316,25 @@ class ModelClient:
         return deterministic, deterministic
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        """One chat completion. Raises ProviderCallError when it fails for good."""
+        """One chat completion, traced as an LLM span. Raises ProviderCallError when it fails
+        for good (after retries)."""
+        span_params = {**request.params, **({"tools": [t.get("function", t).get("name")
+                                                        for t in request.tools]}
+                                             if request.tools else {})}
+        with tracing.llm_span(None, self.model.id, params=span_params,
+                              messages=request.messages) as span:
+            response = await self._complete(request)
+            span.set_response(
+                text=response.text, finish_reason=response.finish_reason,
+                input_tokens=response.input_tokens, output_tokens=response.output_tokens,
+                cost=response.cost_usd, response_model=response.model,
+                cache_hit=response.cached, retries=max(0, response.attempts - 1),
+                tool_calls=response.tool_calls or None,
+            )
+            span.set_attribute(tracing_names.EVALS_LATENCY_MS, round(response.latency_ms, 3))
+            return response
+
+    async def _complete(self, request: ChatRequest) -> ChatResponse:
         read, write = self._use_cache(request)
         key = cache_key(self.model, request) if (read or write) and self.cache else None
         if read and key is not None and self.cache is not None:

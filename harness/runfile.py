@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.run_versions import check_lineage, export_lineage, import_lineage
 from harness.store import ResultRow, Store
 
 RUN_FILE_FORMAT = "evals-run"
 RUN_FILE_SCHEMA = 1
+LINEAGE_KEY = "lineage"  # header key: the run's versions and labels (run_versions.LINEAGE_SCHEMA)
 
 
 def _header(run: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -22,6 +24,7 @@ def write_run_file(store: Store, run_ref: str, path: Path,
     """Write a run to `path` (.jsonl, or .parquet). Returns the run record written."""
     run = store.get_run(run_ref)
     results = store.results(run["id"])
+    extra = {LINEAGE_KEY: export_lineage(store, run["id"]), **(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".parquet":
@@ -82,3 +85,17 @@ def read_run_file(path: Path) -> tuple[dict[str, Any], list[ResultRow]]:
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise ConfigError(f"invalid result line: {exc}", path=path, line=number) from None
     return header, results
+
+
+def import_run_file(store: Store, path: Path) -> tuple[dict[str, Any], int]:
+    """Read a run file into the store with its lineage (versions, labels). Returns (header,
+    results imported); nothing is written when the file is invalid."""
+    header, results = read_run_file(path)
+    block = header.get(LINEAGE_KEY)
+    try:
+        check_lineage(block)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=path, line=1) from None
+    store.import_run(header["run"], results)
+    import_lineage(store, header["run"]["id"], block)
+    return header, len(results)

@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tracing
 from harness import lineage
+from tracing import conventions as names
+from harness.artifacts import prompt_resolver
 from harness.cases import Case
 from harness.config import ModelConfig
 from harness.errors import ConfigError, RunAborted
 from harness.providers import CacheMode, ModelClient, check_model
+from harness.run_versions import record_run_versions, suite_content
 from harness.scorers import Score, ScoreContext, Scorer
 from harness.store import ResultRow, ScoreRow, Store
 from harness.suite import Selection, Suite, load_suite
@@ -37,6 +41,9 @@ class RunOptions:
     cache_mode: CacheMode = "auto"
     max_error_rate: float = 0.10
     grace_s: float = 10.0
+    trace: bool = True
+    capture_content: bool = True
+    otlp_endpoint: str | None = None
     selection: Selection = field(default_factory=Selection)
     command: list[str] | None = None
 
@@ -84,6 +91,9 @@ def build_manifest(suite: Suite, options: RunOptions, run_id: str) -> dict[str, 
             "name": prompt.name, "version": prompt.version, "source": prompt.source,
             "content": prompt.content(),
         },
+        # Other versioned artifacts, kind -> [{name, version, content}]: the RAG issue fills
+        # retrieval and index, the judge issue rubric (harness/run_versions.py registers them).
+        "artifacts": {"retrieval": [], "index": [], "rubric": []},
         "target": suite.config.target.model_dump(exclude_none=True),
         "models": [m.model_dump(exclude_none=True) for m in suite.models],
         "scorers": [s.config() for s in suite.scorers],
@@ -186,6 +196,8 @@ class Runner:
             )
         planned = len(self.suite.cases) * self.repeat * len(models)
         self.progress.total, self.progress.done = planned, len(done_keys)
+        if self.on_progress:  # the run is valid and planned: progress may show from now on
+            self.on_progress(self.progress)
         flusher = asyncio.create_task(self._flush_loop())
         workers = []
         for label, _ in models:
@@ -213,8 +225,8 @@ class Runner:
         return RunOutcome(self.run_id, status, summary)
 
     async def _wait_workers(self, workers: list[asyncio.Task[None]]) -> None:
-        stop = asyncio.create_task(self._stopping.wait())
-        pending = set(workers)
+        stop: asyncio.Task[Any] = asyncio.create_task(self._stopping.wait())
+        pending: set[asyncio.Task[Any]] = set(workers)
         try:
             while pending:
                 done, pending = await asyncio.wait(pending | {stop},
@@ -245,6 +257,9 @@ class Runner:
             case, epoch = queue.popleft()
             result = await self.run_item(case, label, client, epoch)
             self.store.add_result(result)
+            # Committed before this worker takes more work: a kill -9 loses only calls in
+            # flight, never finished ones (a resume would pay for them again).
+            self.store.flush()
             self._record(result)
 
     def _record(self, result: ResultRow) -> None:
@@ -280,6 +295,26 @@ class Runner:
     # --- one item -------------------------------------------------------------------------
     async def run_item(self, case: Case, label: str, client: ModelClient | None,
                        epoch: int) -> ResultRow:
+        """Run, score and trace one (case, model, epoch): the case is one trace."""
+        attributes = {names.EVALS_RUN_ID: self.run_id, names.EVALS_CASE_ID: case.id,
+                      names.EVALS_MODEL: label, names.EVALS_EPOCH: epoch}
+        with tracing.step_span(None, f"case {case.id}", **attributes) as span:
+            result = await self._run_item(case, label, client, epoch)
+            span.set_input(case.template_vars())
+            if result.output is not None:
+                span.set_output(result.output)
+            span.set_attributes({names.EVALS_VERDICT: result.status,
+                                 names.EVALS_COST_USD: result.cost_usd,
+                                 names.EVALS_SCORE: result.score})
+            if result.status == "error":
+                span.set_error(result.error or "error", result.error_kind or "error")
+            context = span.span.get_span_context()
+            if context.is_valid:
+                result.trace_id = format(context.trace_id, "032x")
+            return result
+
+    async def _run_item(self, case: Case, label: str, client: ModelClient | None,
+                        epoch: int) -> ResultRow:
         target = await self.suite.target.run(case, client, epoch)
         scores: list[ScoreRow] = []
         status, error, error_kind = "error", target.error, target.error_kind
@@ -322,16 +357,19 @@ class Runner:
         )
 
     async def _score(self, scorer: Scorer, ctx: ScoreContext) -> tuple[ScoreRow, Score | None]:
-        try:
-            score = await scorer.score(ctx)
-        except Exception as exc:  # a scorer crash is an error result, never a fail or a 0
-            kind = getattr(exc, "kind", "scorer_error")
-            detail: dict[str, Any] = {"kind": kind}
-            raw = getattr(exc, "raw", None)
-            if raw is not None:
-                detail["raw"] = raw
-            return ScoreRow(scorer.name, "error", None, f"{type(exc).__name__}: {exc}",
-                            detail), None
+        with tracing.evaluator_span(None, scorer.name, scorer.options.type) as span:
+            try:
+                score = await scorer.score(ctx)
+            except Exception as exc:  # a scorer crash is an error result, never a fail or a 0
+                kind = getattr(exc, "kind", "scorer_error")
+                detail: dict[str, Any] = {"kind": kind}
+                raw = getattr(exc, "raw", None)
+                if raw is not None:
+                    detail["raw"] = raw
+                span.set_error(str(exc), kind)
+                return ScoreRow(scorer.name, "error", None, f"{type(exc).__name__}: {exc}",
+                                detail), None
+            span.set_score(score.value, score.passed, score.reason)
         return ScoreRow(scorer.name, "pass" if score.passed else "fail", score.value,
                         score.reason, score.details), score
 
@@ -384,15 +422,18 @@ def execute(
         if suite_path is None:
             suite_path = project_dir / manifest["suite"]["path"]
         selection = manifest["dataset"].get("selection") or {}
+        shard = selection.get("shard")
         options.selection = Selection(
             limit=selection.get("limit"), sample=selection.get("sample"),
-            seed=selection.get("seed"), filters=list(selection.get("filters") or []))
+            seed=selection.get("seed"), filters=list(selection.get("filters") or []),
+            shard=(int(shard[0]), int(shard[1])) if shard else None)
         options.repeat = options.repeat or manifest.get("repeat")
         model_ids = model_ids or [m.get("name") or m["id"] for m in manifest.get("models", [])]
     if suite_path is None:
         raise ConfigError("give a suite file (e.g. evalsets/demo.yaml) or --resume RUN")
     suite = load_suite(suite_path, project_dir=project_dir, selection=options.selection,
-                       model_ids=model_ids)
+                       model_ids=model_ids,
+                       resolve_prompt=prompt_resolver(store_path, project_dir))
     for index, model in enumerate(suite.models):
         try:
             check_model(model, where=f"models[{index}]")
@@ -401,6 +442,10 @@ def execute(
                 suite.config.models) else ()
             raise suite.doc.error(exc.message, loc) from None
     store = Store.open(store_path)
+    handle = tracing.setup(
+        store=store_path, otlp_endpoint=options.otlp_endpoint,
+        capture_content=options.capture_content, project_name=suite.name,
+    ) if options.trace else None
     try:
         runner = Runner(suite, store, options, on_progress=on_progress, run_id=run_id,
                         resume=resume is not None)
@@ -410,8 +455,27 @@ def execute(
         async def main() -> RunOutcome:
             if install_signals:
                 install_signals(runner.request_stop, store.flush)
-            return await runner.run()
+            with tracing.use_tracer(handle.tracer("evals-harness") if handle else None):
+                return await runner.run()
 
-        return asyncio.run(main())
+        refused = False
+        try:
+            outcome = asyncio.run(main())
+        except ConfigError:
+            refused = True  # e.g. a resume whose inputs changed: nothing ran, nothing to record
+            raise
+        finally:
+            if not refused:
+                record_run_versions(store, runner.run_id, project_dir=project_dir,
+                                    suite=suite_content(suite.config),
+                                    prompt_ref=suite.config.prompt)
+            if handle is not None:
+                handle.shutdown()  # flushes every span before the run is reported
+        if handle is not None:
+            outcome.summary["tracing"] = {"exported": handle.exported_spans,
+                                          "dropped": handle.dropped_spans,
+                                          "failed": handle.failed_spans}
+            store.update_run(outcome.run_id, summary=outcome.summary)
+        return outcome
     finally:
         store.close()

@@ -71,6 +71,105 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # 2: the version registry (harness/registry.py), label history, run lineage, releases.
+    """
+    CREATE TABLE versions (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        content TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        git_commit TEXT,
+        author TEXT,
+        PRIMARY KEY (kind, name, version)
+    );
+    CREATE TRIGGER versions_immutable BEFORE UPDATE ON versions
+    BEGIN SELECT RAISE(ABORT, 'registered versions are immutable'); END;
+    CREATE TABLE labels (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        label TEXT NOT NULL,
+        version TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (kind, name, label),
+        FOREIGN KEY (kind, name, version) REFERENCES versions(kind, name, version)
+    );
+    CREATE TABLE label_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        label TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('promote', 'rollback', 'import')),
+        from_version TEXT,
+        to_version TEXT NOT NULL,
+        author TEXT,
+        at REAL NOT NULL
+    );
+    CREATE INDEX label_history_key ON label_history(kind, name, label, id);
+    CREATE TRIGGER label_history_no_update BEFORE UPDATE ON label_history
+    BEGIN SELECT RAISE(ABORT, 'label history is append-only'); END;
+    CREATE TRIGGER label_history_no_delete BEFORE DELETE ON label_history
+    BEGIN SELECT RAISE(ABORT, 'label history is append-only'); END;
+    CREATE TABLE run_versions (
+        run_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        ref TEXT,
+        PRIMARY KEY (run_id, kind, name)
+    );
+    CREATE INDEX run_versions_version ON run_versions(kind, name, version);
+    CREATE TABLE releases (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        author TEXT,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX releases_name ON releases(name, id);
+    """,
+    # 3: LLM-judge calibration against human labels, and pairwise comparisons (harness/calibrate.py,
+    # harness/pairwise.py).
+    """
+    CREATE TABLE judge_calibrations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        rubric TEXT NOT NULL,
+        rubric_version TEXT NOT NULL,
+        judge_model TEXT NOT NULL,
+        run_id TEXT,
+        labels TEXT,
+        n INTEGER NOT NULL,
+        agreement REAL,
+        tpr REAL,
+        fpr REAL,
+        kappa REAL,
+        detail TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX judge_calibrations_key ON judge_calibrations(rubric, judge_model, id);
+    CREATE TABLE pairwise_results (
+        comparison_id TEXT NOT NULL,
+        base_run TEXT NOT NULL,
+        candidate_run TEXT NOT NULL,
+        base_model TEXT NOT NULL,
+        candidate_model TEXT NOT NULL,
+        rubric TEXT NOT NULL,
+        rubric_version TEXT NOT NULL,
+        judge_model TEXT NOT NULL,
+        case_id TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('base', 'candidate', 'tie', 'error')),
+        first_winner TEXT,
+        second_winner TEXT,
+        followed_position INTEGER,
+        detail TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (comparison_id, case_id, base_model, epoch)
+    );
+    CREATE INDEX pairwise_results_runs ON pairwise_results(base_run, candidate_run);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -194,6 +293,10 @@ class Store:
             except sqlite3.Error:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
+                # Another process opening the same new store applied it while we waited for
+                # the write lock: that is success, not a corrupt store.
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] > index:
+                    continue
                 raise
 
     @contextmanager
@@ -217,7 +320,8 @@ class Store:
     def update_run(self, run_id: str, *, status: str | None = None,
                    summary: dict[str, Any] | None = None,
                    manifest: dict[str, Any] | None = None, finished: bool = False) -> None:
-        sets, args = [], []
+        sets: list[str] = []
+        args: list[Any] = []
         if status is not None:
             sets.append("status = ?")
             args.append(status)
@@ -358,10 +462,11 @@ class Store:
     def cache_get(self, key: str) -> dict[str, Any] | None:
         pending = self._pending_cache.get(key)
         if pending is not None:
-            return json.loads(pending[2])  # type: ignore[no-any-return]
+            return dict(json.loads(pending[2]))
         row = self.conn.execute(
             "SELECT payload FROM response_cache WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]
+        return None if row is None else dict(json.loads(row[0]))
 
     def cache_put(self, key: str, model: str, payload: dict[str, Any]) -> None:
-        self._pending_cache[key] = (key, model, json.dumps(payload, ensure_ascii=False), time.time())
+        text = json.dumps(payload, ensure_ascii=False)
+        self._pending_cache[key] = (key, model, text, time.time())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.agent import AgentTarget, Tool
 from harness.cases import Case
 from harness.config import ModelConfig, SuiteConfig, validate
 from harness.datasets import LoadedDataset, load_dataset, select_cases
@@ -27,10 +29,34 @@ class Selection:
     sample: int | None = None
     seed: int | None = None
     filters: list[str] = field(default_factory=list)
+    shard: tuple[int, int] | None = None  # (i, n), 1-based: this job runs shard i of n
 
     def as_dict(self) -> dict[str, Any]:
-        return {"limit": self.limit, "sample": self.sample, "seed": self.seed,
-                "filters": list(self.filters)}
+        selected: dict[str, Any] = {"limit": self.limit, "sample": self.sample,
+                                    "seed": self.seed, "filters": list(self.filters)}
+        if self.shard is not None:  # only when set: unsharded manifests keep their shape
+            selected["shard"] = list(self.shard)
+        return selected
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' -> (2, 4): shard i of n, 1 <= i <= n."""
+    index, sep, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = (0, 0)
+    if not sep or not 1 <= shard[0] <= shard[1]:
+        raise ConfigError(f"expected i/n with 1 <= i <= n (e.g. 2/4), got {text!r}",
+                          field="--shard")
+    return shard
+
+
+def in_shard(case_id: str, shard: tuple[int, int]) -> bool:
+    """Whether a case belongs to shard (i, n): a stable hash of its id, the same on every
+    machine and Python process (unlike hash())."""
+    digest = hashlib.sha256(case_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % shard[1] == shard[0] - 1
 
 
 @dataclass
@@ -101,6 +127,12 @@ def load_suite(
     if not cases:
         raise ConfigError("no cases selected (check --filter / --limit)", path=display,
                           field="dataset")
+    if selection.shard is not None:
+        shard = selection.shard
+        cases = [case for case in cases if in_shard(case.id, shard)]
+        if not cases:
+            raise ConfigError(f"shard {shard[0]}/{shard[1]} holds none of the selected cases "
+                              "(fewer cases than shards?)", path=display, field="--shard")
 
     prompt: Prompt | None = None
     if config.prompt:
@@ -109,7 +141,12 @@ def load_suite(
             if resolve_prompt is None:
                 raise doc.error(f"cannot resolve {config.prompt!r} without a run store",
                                 ("prompt",))
-            prompt = resolve_prompt(name, selector)
+            try:
+                prompt = resolve_prompt(name, selector)
+            except ConfigError as exc:
+                if exc.path is not None:  # an error inside a prompt file names that file
+                    raise
+                raise doc.error(exc.message, ("prompt",)) from None
         else:
             file, shown = prompt_file(name, project_dir, suite_dir)
             if not file.exists():
@@ -122,6 +159,17 @@ def load_suite(
         target = ChatTarget(prompt)
     elif config.target.type == "replay":
         target = ReplayTarget(config.target.output_field, dataset.source)
+    elif config.target.type == "agent":
+        assert prompt is not None
+        tools = []
+        for index, ref in enumerate(config.target.tools):
+            try:
+                tools.append(Tool.from_function(
+                    load_function(ref, project_dir, where=f"target.tools[{index}]"),
+                    where=f"target.tools[{index}]"))
+            except ConfigError as exc:
+                raise doc.error(exc.message, ("target", "tools", index)) from None
+        target = AgentTarget(prompt, tools, config.target.max_steps)
     else:
         try:
             function = load_function(config.target.function or "", project_dir,

@@ -83,6 +83,9 @@ def summarize(results: list[ResultRow], thresholds: dict[str, float] | None = No
                     "actual": actual, "ok": actual is not None and actual >= thresholds[name],
                 })
         block["scorers"] = scorers
+        judge = judge_usage(rows)
+        if judge is not None:  # judge calls are counted apart from the system under test's
+            block["judge"] = judge
         models[model] = block
     total = len(results)
     errors = sum(1 for r in results if r.status == "error")
@@ -94,6 +97,24 @@ def summarize(results: list[ResultRow], thresholds: dict[str, float] | None = No
         "models": models,
         "thresholds": checks,
         "thresholds_ok": all(c["ok"] for c in checks),
+    }
+
+
+def judge_usage(rows: list[ResultRow]) -> dict[str, Any] | None:
+    """Tokens, cost and calls of LLM-judge scorers (from Score details), or None when none ran."""
+    usages = [s.detail["judge"] for r in rows for s in r.scores
+              if isinstance(s.detail, dict) and isinstance(s.detail.get("judge"), dict)]
+    if not usages:
+        return None
+    costs = [u.get("cost_usd") for u in usages]
+    return {
+        "calls": sum(int(u.get("calls") or 0) for u in usages),
+        "input_tokens": sum(int(u.get("input_tokens") or 0) for u in usages),
+        "output_tokens": sum(int(u.get("output_tokens") or 0) for u in usages),
+        "cost_usd": None if any(c is None for c in costs) else float(sum(costs)),
+        "cached": sum(int(u.get("cached") or 0) for u in usages),
+        "unstable": sum(1 for r in rows for s in r.scores
+                        if isinstance(s.detail, dict) and s.detail.get("unstable")),
     }
 
 

@@ -31,8 +31,10 @@ def load_function(ref: str, project_dir: Path, *, where: str) -> Callable[..., A
         raise ConfigError(f"cannot import {module_name!r}: {exc}", field=where) from None
     if spec is None or spec.origin is None:
         raise ConfigError(f"module {module_name!r} not found in {project_dir}", field=where)
-    origin = Path(spec.origin).resolve()
-    if not origin.is_relative_to(project_dir):
+    # Built-in and frozen modules (os, sys, ...) have no file: origin is "built-in"/"frozen",
+    # which must not resolve against the working directory as if it were a project file.
+    origin = Path(spec.origin).resolve() if spec.has_location else spec.origin
+    if not isinstance(origin, Path) or not origin.is_relative_to(project_dir):
         raise ConfigError(
             f"module {module_name!r} resolves to {origin}, outside the project directory "
             f"{project_dir}; python scorers and targets run only from the project",
@@ -45,4 +47,4 @@ def load_function(ref: str, project_dir: Path, *, where: str) -> Callable[..., A
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ConfigError(f"{module_name!r} has no function {func_name!r}", field=where)
-    return func  # type: ignore[no-any-return]
+    return func

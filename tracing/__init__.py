@@ -31,6 +31,7 @@ from tracing.helpers import (
     step_span,
     tool_span,
     traced,
+    use_tracer,
 )
 from tracing.redact import REDACTED, redact, redact_value, refresh_secrets
 from tracing.setup import (
@@ -90,4 +91,5 @@ __all__ = [
     "step_span",
     "tool_span",
     "traced",
+    "use_tracer",
 ]

@@ -30,9 +30,9 @@ def attribute_value(value: Any) -> Any:
 
 
 def _set(span: Span, attributes: Mapping[str, Any]) -> None:
-    for key, value in attributes.items():
-        if value is not None:
-            span.set_attribute(key, attribute_value(value))
+    span.set_attributes(
+        {key: attribute_value(value) for key, value in attributes.items() if value is not None}
+    )
 
 
 def record_error(span: Span, error: BaseException) -> None:

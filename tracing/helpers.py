@@ -16,6 +16,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, cast
 
 from opentelemetry import trace
@@ -49,8 +50,26 @@ _PARAM_ATTRIBUTES = {
 }
 
 
+# The tracer helpers use when given None, for the current context (task / thread): lets an
+# application route all spans of one unit of work to its own provider without a global one.
+_CONTEXT_TRACER: ContextVar[Tracer | None] = ContextVar("tracing_context_tracer", default=None)
+
+
+@contextmanager
+def use_tracer(tracer: Tracer | None) -> Iterator[None]:
+    """Within this block (and tasks/threads started in it), helpers given no tracer use
+    `tracer`. Without it they use the global tracer provider (a no-op until one is set)."""
+    token = _CONTEXT_TRACER.set(tracer)
+    try:
+        yield
+    finally:
+        _CONTEXT_TRACER.reset(token)
+
+
 def _tracer(tracer: Tracer | None) -> Tracer:
-    return tracer if tracer is not None else trace.get_tracer(TRACER_NAME)
+    if tracer is not None:
+        return tracer
+    return _CONTEXT_TRACER.get() or trace.get_tracer(TRACER_NAME)
 
 
 @contextmanager
@@ -236,7 +255,8 @@ def traced(
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a sync or async function to run inside a span of `kind`, recording its
     arguments as `input.value` and its return value as `output.value` (unless `capture_io`
-    is off). Kind TOOL also labels the span as a tool execution."""
+    is off). Kind TOOL also labels the span as a tool execution. Not for generators: their
+    span would close when the generator is created."""
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         span_name = name or func.__qualname__

@@ -56,13 +56,12 @@ def normalise_tool_call(call: Mapping[str, Any]) -> tuple[str | None, str | None
     arguments = source.get("arguments")
     if not isinstance(arguments, str):
         arguments = to_json(arguments if arguments is not None else {})
-    name = source.get("name")
-    call_id = call.get("id")
-    return (
-        (None if call_id is None else str(call_id)),
-        (None if name is None else str(name)),
-        (arguments),
-    )
+    name, call_id = source.get("name"), call.get("id")
+    return _optional_str(call_id), _optional_str(name), arguments
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _parsed(arguments: str) -> Any:

@@ -4,7 +4,8 @@ Two sources of secrets: the values of environment variables whose names look sec
 (`*_API_KEY`, `*_KEY`, `*_TOKEN`, `*_SECRET*`, `*PASSWORD*`; values of 8+ characters), and
 well-known key shapes (OpenAI/Anthropic `sk-...`, Google `AIza...`, `Bearer <token>`, GitHub
 `ghp_...`, Slack `xox[bp]-...`, AWS `AKIA...`). Both go into one precompiled regular expression;
-the environment is read once per process and again on `refresh_secrets()`.
+the environment is read once per process and again on `refresh_secrets()`. Texts containing
+none of the patterns' literal prefixes and no secret value skip the expression altogether.
 """
 
 from __future__ import annotations
@@ -19,6 +20,23 @@ REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 8
 
 _SECRET_NAME = re.compile(r"(_KEY$|_TOKEN$|_SECRET|PASSWORD)", re.IGNORECASE)
+
+# Literal fragments at least one of which occurs in any text a key pattern matches: a text with
+# none of them (and no secret value) skips the regular expression, the common case by far.
+_KEY_TRIGGERS: tuple[str, ...] = (
+    "sk-",
+    "AIza",
+    "earer ",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "AKIA",
+    "ASIA",
+)
 
 # Shapes of well-known credentials. Prefix-anchored so ordinary prose does not match.
 _KEY_PATTERNS: tuple[str, ...] = (
@@ -51,28 +69,42 @@ def _compile(env_values: Iterable[str]) -> re.Pattern[str]:
     return re.compile("|".join(alternatives))
 
 
+class _Matcher:
+    """The compiled pattern and the literal triggers that make running it worthwhile."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        self.pattern = _compile(secrets)
+        self.triggers = (*_KEY_TRIGGERS, *secrets)
+
+    def redact(self, text: str) -> str:
+        return self.pattern.sub(REDACTED, text) if self.triggered(text) else text
+
+    def triggered(self, text: str) -> bool:
+        return any(trigger in text for trigger in self.triggers)
+
+
 class _Redactor:
-    """Holds the compiled pattern; swapped atomically on refresh so readers never lock."""
+    """Holds the current matcher; swapped atomically on refresh so readers never lock."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.pattern: re.Pattern[str] | None = None
+        self.matcher: _Matcher | None = None
 
-    def get(self) -> re.Pattern[str]:
-        pattern = self.pattern
-        if pattern is None:
-            pattern = self.refresh()
-        return pattern
+    def get(self) -> _Matcher:
+        matcher = self.matcher
+        if matcher is None:
+            matcher = self.refresh()
+        return matcher
 
     def refresh(
         self, environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()
-    ) -> re.Pattern[str]:
+    ) -> _Matcher:
         with self._lock:
             values = secret_env_values(environ)
             values.extend(value for value in extra if len(value) >= MIN_SECRET_LENGTH)
             values.sort(key=len, reverse=True)
-            self.pattern = _compile(values)
-            return self.pattern
+            self.matcher = _Matcher(values)
+            return self.matcher
 
 
 _REDACTOR = _Redactor()
@@ -87,7 +119,13 @@ def redact(text: str) -> str:
     """Return `text` with every known secret replaced by `[REDACTED]`."""
     if len(text) < MIN_SECRET_LENGTH:
         return text
-    return _REDACTOR.get().sub(REDACTED, text)
+    return _REDACTOR.get().redact(text)
+
+
+def may_contain_secret(texts: Iterable[Iterable[str]]) -> bool:
+    """Cheap pre-check over groups of strings: False means none of them holds a secret."""
+    blob = "\n".join("\n".join(group) for group in texts)
+    return len(blob) >= MIN_SECRET_LENGTH and _REDACTOR.get().triggered(blob)
 
 
 def redact_value(value: Any) -> Any:

@@ -1,12 +1,13 @@
 """Decide what span data may leave the process: drop content when asked, redact secrets always.
 
 Pure functions over attribute mappings, applied by the exporters built in `tracing.setup`, so
-the SQLite span store and the OTLP exporter receive the same scrubbed spans.
+the SQLite span store and the OTLP exporter receive the same scrubbed spans. A span is checked
+for secrets as a whole first: most spans hold none, and then nothing is rewritten.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from tracing.conventions import (
@@ -15,7 +16,7 @@ from tracing.conventions import (
     RETRIEVAL_DOCUMENT_CONTENT_SUFFIX,
     RETRIEVAL_DOCUMENTS,
 )
-from tracing.redact import redact, redact_value
+from tracing.redact import may_contain_secret, redact, redact_value
 
 
 def is_content_attribute(key: str) -> bool:
@@ -25,25 +26,58 @@ def is_content_attribute(key: str) -> bool:
     return key.startswith(RETRIEVAL_DOCUMENTS) and key.endswith(RETRIEVAL_DOCUMENT_CONTENT_SUFFIX)
 
 
+def plain_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A plain dict copy (OTel's BoundedAttributes copies fast with its own `copy`)."""
+    if not attributes:
+        return {}
+    copy = getattr(attributes, "copy", None)
+    copied = copy() if callable(copy) else None
+    return copied if isinstance(copied, dict) else dict(attributes)
+
+
+def drop_content(attributes: dict[str, Any]) -> dict[str, Any]:
+    """`attributes` without the content ones."""
+    return {k: v for k, v in attributes.items() if not is_content_attribute(k)}
+
+
+def strings_of(attributes: Mapping[str, Any]) -> Iterator[str]:
+    """Every string in the values of `attributes`, including inside list values."""
+    for value in attributes.values():
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (item for item in value if isinstance(item, str))
+
+
+def redact_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """`attributes` with secrets in string (and string-list) values redacted."""
+    return {k: redact_value(v) for k, v in attributes.items()}
+
+
 def scrub_attributes(
     attributes: Mapping[str, Any] | None, capture_content: bool = True
 ) -> dict[str, Any]:
     """Copy of `attributes` with secrets redacted and, unless `capture_content`, content dropped."""
-    if not attributes:
-        return {}
-    scrubbed: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if not capture_content and is_content_attribute(key):
-            continue
-        if isinstance(value, str):
-            scrubbed[key] = redact(value)
-        elif isinstance(value, (tuple, list)):
-            scrubbed[key] = redact_value(value)
-        else:
-            scrubbed[key] = value
+    (scrubbed,), _ = scrub_parts([attributes], [], capture_content)
     return scrubbed
 
 
-def scrub_text(text: str | None) -> str | None:
-    """Redact a span name, status message or similar free text (None passes through)."""
-    return None if text is None else redact(text)
+def scrub_parts(
+    attribute_maps: Sequence[Mapping[str, Any] | None],
+    texts: Sequence[str | None],
+    capture_content: bool = True,
+) -> tuple[list[dict[str, Any]], list[str | None]]:
+    """Scrub the parts of one span together: its attribute maps (span, events, links, ...) and
+    free texts (name, status message). Content is dropped from the maps unless
+    `capture_content`; secrets are redacted everywhere, checked for in one pass."""
+    maps = [plain_attributes(attributes) for attributes in attribute_maps]
+    if not capture_content:
+        maps = [drop_content(attributes) for attributes in maps]
+    strings: list[Iterable[str]] = [[text for text in texts if text]]
+    strings.extend(strings_of(attributes) for attributes in maps)
+    if not may_contain_secret(strings):
+        return maps, list(texts)
+    return (
+        [redact_attributes(attributes) for attributes in maps],
+        [None if text is None else redact(text) for text in texts],
+    )

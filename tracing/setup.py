@@ -37,7 +37,7 @@ from opentelemetry.trace import Link, Status, Tracer
 
 from tracing.conventions import OPENINFERENCE_PROJECT_NAME, SERVICE_NAME
 from tracing.redact import refresh_secrets
-from tracing.scrub import scrub_attributes, scrub_text
+from tracing.scrub import scrub_attributes, scrub_parts
 from tracing.spanstore import SpanStore
 
 _logger = logging.getLogger(__name__)
@@ -59,23 +59,34 @@ class ScrubbingExporter(SpanExporter):
 
     def scrub(self, span: ReadableSpan) -> ReadableSpan:
         """A copy of `span` that is safe to leave the process."""
-        keep = self.capture_content
-        status = span.status
+        events, links, status = span.events, span.links, span.status
+        maps, texts = scrub_parts(
+            [span.attributes, *(e.attributes for e in events), *(k.attributes for k in links)],
+            [span.name, status.description, *(e.name for e in events)],
+            self.capture_content,
+        )
+        name, description, *event_names = texts
+        n_events = len(events)
         return ReadableSpan(
-            name=scrub_text(span.name) or "",
+            name=name or "",
             context=span.context,
             parent=span.parent,
             resource=self._scrub_resource(span.resource),
-            attributes=scrub_attributes(span.attributes, keep),
+            attributes=maps[0],
             events=[
-                Event(e.name, scrub_attributes(e.attributes, keep), e.timestamp)
-                for e in span.events
+                Event(event_name or "", attributes, event.timestamp)
+                for event, event_name, attributes in zip(
+                    events, event_names, maps[1 : 1 + n_events], strict=True
+                )
             ],
             links=[
-                Link(link.context, scrub_attributes(link.attributes, keep)) for link in span.links
+                Link(link.context, attributes)
+                for link, attributes in zip(links, maps[1 + n_events :], strict=True)
             ],
             kind=span.kind,
-            status=Status(status.status_code, scrub_text(status.description)),
+            status=status
+            if description == status.description
+            else Status(status.status_code, description),
             start_time=span.start_time,
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,

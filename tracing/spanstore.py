@@ -43,6 +43,7 @@ from tracing.conventions import (
     LLM_TOKEN_COUNT_PROMPT,
     OPENINFERENCE_SPAN_KIND,
 )
+from tracing.scrub import plain_attributes
 
 SCHEMA_VERSION_KEY = "spans_schema_version"
 
@@ -75,9 +76,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             input_tokens INTEGER,
             output_tokens INTEGER,
             cost_usd REAL,
-            verdict TEXT,
-            PRIMARY KEY (span_id, trace_id)
+            verdict TEXT
         )""",
+        "CREATE INDEX IF NOT EXISTS spans_span ON spans (span_id)",
         "CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id, start_ns)",
         "CREATE INDEX IF NOT EXISTS spans_run ON spans (run_id, start_ns)",
     ),
@@ -89,7 +90,7 @@ _COLUMNS = (
     "status_message, attributes, events, links, resource_id, scope, run_id, case_id, "
     "span_kind, model, input_tokens, output_tokens, cost_usd, verdict"
 )
-_INSERT = f"INSERT OR REPLACE INTO spans ({_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+_INSERT = f"INSERT INTO spans ({_COLUMNS}) VALUES ({', '.join('?' * 22)})"
 _RUN_ID_AT, _CASE_ID_AT = 14, 15  # positions of run_id and case_id in a row
 
 
@@ -213,8 +214,8 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return row is not None
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+_dumps = _ENCODER.encode
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -241,9 +242,13 @@ class SpanStore:
         self._conn = connect(self.path)
         ensure_schema(self._conn)
         self._resource_ids: dict[str, int] = {}
+        self._resource_by_object: dict[int, tuple[HasAttributes, int]] = {}
         # trace id -> (run id, case id) of recent traces, to label spans that end after the
         # span carrying the ids was written (without a query per span).
         self._trace_ids: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
+        # Recent traces with spans already stored unlabelled: only these need an UPDATE once
+        # their ids turn up (usually on the root, which ends last, often in a later batch).
+        self._unlabelled: OrderedDict[str, None] = OrderedDict()
         self._trace_cache_size = trace_cache_size
         self._closed = False
 
@@ -262,6 +267,9 @@ class SpanStore:
                 newly_labelled = self._label(resolved)
                 conn.executemany(_INSERT, resolved)
                 for trace_id, (run_id, case_id) in newly_labelled.items():
+                    if trace_id not in self._unlabelled:
+                        continue  # no span of it was stored unlabelled before this batch
+                    del self._unlabelled[trace_id]
                     conn.execute(
                         "UPDATE spans SET run_id = coalesce(run_id, ?), "
                         "case_id = coalesce(case_id, ?) WHERE trace_id = ? "
@@ -271,6 +279,9 @@ class SpanStore:
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
+                # A resource inserted in this transaction is gone: forget cached ids.
+                self._resource_ids.clear()
+                self._resource_by_object.clear()
                 raise
         return len(rows)
 
@@ -284,19 +295,23 @@ class SpanStore:
     def _row(self, span: FinishedSpan) -> list[Any]:
         context = span.context
         assert context is not None
-        attributes = span.attributes or {}
+        attributes = plain_attributes(span.attributes)
         parent = span.parent
         start = span.start_time or 0
         scope = span.instrumentation_scope
         events = [
-            {"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+            {
+                "name": e.name,
+                "timestamp_ns": e.timestamp,
+                "attributes": plain_attributes(e.attributes),
+            }
             for e in span.events
         ]
         links = [
             {
                 "trace_id": format(link.context.trace_id, "032x"),
                 "span_id": format(link.context.span_id, "016x"),
-                "attributes": dict(link.attributes or {}),
+                "attributes": plain_attributes(link.attributes),
             }
             for link in span.links
         ]
@@ -311,10 +326,10 @@ class SpanStore:
             span.end_time or start,
             span.status.status_code.name,
             span.status.description,
-            _dumps(dict(attributes)),
-            _dumps(events),
-            _dumps(links),
-            _dumps(dict(span.resource.attributes)),  # replaced by its id under the lock
+            _dumps(attributes),
+            _dumps(events) if events else "[]",
+            _dumps(links) if links else "[]",
+            span.resource,  # replaced by its id under the lock
             scope.name if scope is not None else None,
             _str_or_none(get(EVALS_RUN_ID)),
             _str_or_none(get(EVALS_CASE_ID)),
@@ -329,7 +344,13 @@ class SpanStore:
         ]
 
     def _resolve_resource(self, conn: sqlite3.Connection, row: list[Any]) -> list[Any]:
-        resource_json: str = row[12]
+        resource: HasAttributes = row[12]
+        # Cached by identity first (a process has one resource), then by content.
+        cached = self._resource_by_object.get(id(resource))
+        if cached is not None and cached[0] is resource:
+            row[12] = cached[1]
+            return row
+        resource_json = _dumps(plain_attributes(resource.attributes))
         resource_id = self._resource_ids.get(resource_json)
         if resource_id is None:
             conn.execute(
@@ -340,6 +361,7 @@ class SpanStore:
             ).fetchone()
             resource_id = int(found[0])
             self._resource_ids[resource_json] = resource_id
+        self._resource_by_object[id(resource)] = (resource, resource_id)
         row[12] = resource_id
         return row
 
@@ -359,12 +381,18 @@ class SpanStore:
                 cache[trace_id] = merged
                 cache.move_to_end(trace_id)
                 learned[trace_id] = merged
-        while len(cache) > self._trace_cache_size:
-            cache.popitem(last=False)
         for row in rows:
             if row[_RUN_ID_AT] is None or row[_CASE_ID_AT] is None:
                 known = cache.get(row[0])
                 if known is not None:
                     row[_RUN_ID_AT] = row[_RUN_ID_AT] or known[0]
                     row[_CASE_ID_AT] = row[_CASE_ID_AT] or known[1]
+        for row in rows:
+            trace_id = row[0]
+            if trace_id not in learned and (row[_RUN_ID_AT] is None or row[_CASE_ID_AT] is None):
+                self._unlabelled[trace_id] = None
+                self._unlabelled.move_to_end(trace_id)
+        for recent in (cache, self._unlabelled):
+            while len(recent) > self._trace_cache_size:
+                recent.popitem(last=False)
         return learned

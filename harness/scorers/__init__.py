@@ -1,7 +1,7 @@
 """Scorers: one registry of every scorer type; importing this package registers them all."""
 
 # Imported for their side effect: each module registers its scorer types.
-from harness.scorers import metrics, rules  # noqa: F401
+from harness.scorers import judge, metrics, rules, trajectory  # noqa: F401
 from harness.scorers.base import (
     Score,
     ScoreContext,

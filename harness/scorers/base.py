@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from abc import ABC
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.cases import Case
-from harness.errors import ConfigError
+from harness.errors import ConfigError, ScorerError
 from harness.templates import render_value
 
 
@@ -107,6 +108,8 @@ class Scorer(ABC):
     async def score(self, ctx: ScoreContext) -> Score:
         """Score one output. Raise ScorerError (or anything) for an `error` result."""
         value, reason = self.evaluate(ctx)
+        if not math.isfinite(float(value)):
+            raise ScorerError(f"scorer {self.name} produced a non-finite score ({value})")
         value = min(1.0, max(0.0, float(value)))
         return Score(value=value, passed=value >= self.threshold, reason=reason)
 
@@ -175,14 +178,17 @@ class ScorerRegistry:
         try:
             options = cls.Options.model_validate({**spec, "type": base_name})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
+            # A typo shows up both as an unknown key and as a missing one: name the typo.
+            errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+            first = errors[0]
+            loc = ".".join(str(p) for p in first["loc"] if not _is_union_tag(p))
             message = str(first["msg"]).removeprefix("Value error, ")
             if first["type"] == "extra_forbidden":
                 key = str(first["loc"][-1])
                 hint = difflib.get_close_matches(key, list(cls.Options.model_fields), n=1)
                 message = f"unknown key {key!r} for scorer {type_name!r}" + (
-                    f" (did you mean {hint[0]!r}?)" if hint else "")
+                    f" (did you mean {hint[0]!r}?)" if hint else ""
+                )
             elif first["type"] == "missing":
                 message = f"scorer {type_name!r} needs {loc!r}"
             raise ConfigError(message, field=f"{where}.{loc}" if loc else where) from None
@@ -195,6 +201,13 @@ class ScorerRegistry:
             return scorer
         outer = options.model_copy(update={"type": type_name})
         return NegatedScorer(scorer, outer)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts union member names ("str", "constrained-str", ...) into error locations.
+    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "list", "dict"}
+                                      or "[" in part or part.startswith(("function-",
+                                                                         "constrained-")))
 
 
 registry = ScorerRegistry()

@@ -6,18 +6,18 @@ Each compares a measured quantity with an expected value or a bound and returns 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any, Literal
 
 from pydantic import Field
 from rapidfuzz import fuzz
-from rouge_score import rouge_scorer, tokenizers
 from sacrebleu.metrics import BLEU
 
 from harness.errors import ConfigError, ScorerError
 from harness.scorers.base import ScoreContext, Scorer, ScorerEnv, ScorerOptions, register
-from harness.scorers.rules import output_text, show
+from harness.scorers.rules import Text, output_text, show
 from harness.templates import is_template, render_value
 
 _NUMBER = re.compile(
@@ -59,7 +59,7 @@ def expected_number(value: Any) -> float:
 
 
 class NumberOptions(ScorerOptions):
-    value: str | int | float
+    value: Text
     tolerance: float = Field(default=0.0, ge=0)
     relative: float = Field(default=0.0, ge=0)
 
@@ -108,7 +108,7 @@ class Number(Scorer):
 
 
 class SimilarityOptions(ScorerOptions):
-    value: str
+    value: Text
     method: Literal["ratio", "partial", "token_set"] = "ratio"
     ignore_case: bool = False
 
@@ -138,7 +138,7 @@ class Similarity(Scorer):
         return value, f"{method} similarity of output to {show(shown)} is {value:.2f}"
 
 
-class UnicodeTokenizer(tokenizers.Tokenizer):  # type: ignore[misc]
+class UnicodeTokenizer:
     """ROUGE tokens for any script: case-folded words, and single CJK characters.
 
     rouge-score's default tokenizer keeps only [a-z0-9], which erases "東京" and splits
@@ -149,11 +149,16 @@ class UnicodeTokenizer(tokenizers.Tokenizer):  # type: ignore[misc]
         return _TOKEN.findall(text.casefold())
 
 
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=UnicodeTokenizer())
+@functools.cache
+def rouge_l_scorer() -> Any:
+    """rouge-score's ROUGE-L scorer, imported on first use: it pulls in nltk (about a second)."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=UnicodeTokenizer())
 
 
 class RougeOptions(ScorerOptions):
-    value: str
+    value: Text
 
 
 @register
@@ -164,18 +169,22 @@ class RougeL(Scorer):
     Options = RougeOptions
     default_threshold = 0.5
 
+    def __init__(self, options: ScorerOptions, env: ScorerEnv) -> None:
+        super().__init__(options, env)
+        self.rouge = rouge_l_scorer()
+
     def evaluate(self, ctx: ScoreContext) -> tuple[float, str]:
         expected = str(self.option("value", ctx))
         output = output_text(ctx)
         if not _TOKEN.search(expected) and not _TOKEN.search(output):
             return 1.0, "output and reference are both empty"
-        value = float(_ROUGE.score(expected, output)["rougeL"].fmeasure)
+        value = float(self.rouge.score(expected, output)["rougeL"].fmeasure)
         return value, f"ROUGE-L F-measure of output against {show(expected)} is {value:.2f}"
 
 
 class BleuOptions(ScorerOptions):
-    value: str | None = None
-    values: list[str] | None = Field(default=None, min_length=1)
+    value: Text | None = None
+    values: list[Text] | None = Field(default=None, min_length=1)
     tokenize: Literal["13a", "intl", "char", "zh", "none"] = "13a"
 
 
@@ -243,7 +252,10 @@ class Length(Scorer):
         if high is not None and size > high:
             return 0.0, f"{measured}, more than the maximum {high}"
         if low is None or high is None:
-            return 1.0, f"{measured}, at least {low}" if high is None else f"{measured}, at most {high}"
+            return (
+                1.0,
+                f"{measured}, at least {low}" if high is None else f"{measured}, at most {high}",
+            )
         return 1.0, f"{measured}, within {low}–{high}"
 
 

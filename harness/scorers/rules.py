@@ -7,33 +7,31 @@ decomposed spellings of "Zürich" compare equal.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import numbers
 import re
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import jsonschema
 import yaml
 from jsonpath_ng.ext import parse as parse_jsonpath
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from harness.errors import ConfigError, ScorerError
-from harness.scorers.base import (
-    Score,
-    ScoreContext,
-    Scorer,
-    ScorerEnv,
-    ScorerOptions,
-    register,
-)
+from harness.scorers.base import Score, ScoreContext, Scorer, ScorerEnv, ScorerOptions, register
 from harness.templates import is_template
 from harness.userfuncs import load_function
 
-# An expected text: YAML may give a bare number (`value: 42`), compared as its text.
-Needle = Annotated[str, Field(min_length=1)] | int | float
+# An expected text; YAML may give a bare number (`value: 42`), compared as its text.
+Text = Annotated[
+    str, BeforeValidator(lambda v: str(v) if type(v) in (int, float) else v)  # not bool
+]
+# An expected substring: an empty one would match every output.
+Needle = Annotated[Text, Field(min_length=1)]
 
 _FENCE = re.compile(r"\A```[ \t]*(?:json)?[ \t]*\n?(.*?)```\Z", re.DOTALL | re.IGNORECASE)
 _REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
@@ -44,11 +42,14 @@ def output_text(ctx: ScoreContext) -> str:
     return unicodedata.normalize("NFC", ctx.output or "")
 
 
-def show(text: str, limit: int = 60) -> str:
-    """Quote `text` for a reason, shortened to about `limit` characters."""
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return repr(text)
+def clip(text: str, limit: int = 60) -> str:
+    """`text` shortened to at most `limit` characters for a reason."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def show(text: str) -> str:
+    """`text` quoted and shortened for a reason."""
+    return repr(clip(text))
 
 
 def _fold(text: str, ignore_case: bool) -> str:
@@ -84,10 +85,9 @@ def json_type(data: Any) -> str:
     return names.get(type(data), "number")
 
 
-def json_text(data: Any, limit: int = 60) -> str:
+def json_text(data: Any) -> str:
     """A decoded value as short JSON text for a reason."""
-    text = json.dumps(data, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(json.dumps(data, ensure_ascii=False))
 
 
 def _json_equal(actual: Any, expected: Any) -> bool:
@@ -107,7 +107,7 @@ def _json_equal(actual: Any, expected: Any) -> bool:
 
 
 class EqualsOptions(ScorerOptions):
-    value: str | int | float
+    value: Text
     ignore_case: bool = False
     ignore_whitespace: bool = False
     ignore_punctuation: bool = False
@@ -151,14 +151,14 @@ class Contains(Scorer):
     """The output contains `value` as a substring."""
 
     type_name = "contains"
-    Options = ContainsOptions
+    Options: ClassVar[type[ScorerOptions]] = ContainsOptions
     options: ContainsOptions
 
     def evaluate(self, ctx: ScoreContext) -> tuple[float, str]:
         ignore_case = self.options.ignore_case
         needle = _needle(self.option("value", ctx))
         found = _fold(needle, ignore_case) in _fold(output_text(ctx), ignore_case)
-        case = " (ignoring case)" if ignore_case and self.type_name == "contains" else ""
+        case = " (ignoring case)" if ignore_case else ""
         verb = "contains" if found else "does not contain"
         return float(found), f"output {verb} {show(needle)}{case}"
 
@@ -376,7 +376,9 @@ class JsonPath(Scorer):
         try:
             self.expression = parse_jsonpath(self.options.path)
         except Exception as exc:  # jsonpath-ng raises bare Exception on parse errors
-            raise ConfigError(f"invalid JSONPath {self.options.path!r}: {exc}", field="path") from None
+            raise ConfigError(
+                f"invalid JSONPath {self.options.path!r}: {exc}", field="path"
+            ) from None
 
     def evaluate(self, ctx: ScoreContext) -> tuple[float, str]:
         options = self.options
@@ -393,10 +395,8 @@ class JsonPath(Scorer):
         expected = self.option("value", ctx)
         candidates = [expected]
         if isinstance(options.value, str) and is_template(options.value):
-            try:
+            with contextlib.suppress(ValueError):
                 candidates.append(json.loads(expected))
-            except ValueError:
-                pass
         if any(_json_equal(actual, candidate) for candidate in candidates):
             return 1.0, f"{options.path} equals {json_text(actual)}"
         return 0.0, f"{options.path} is {json_text(actual)}, not {json_text(expected)}"
@@ -421,8 +421,9 @@ class PythonOptions(ScorerOptions):
 class Python(Scorer):
     """A project function `module:function`, called as `function(output, ctx, **args)`.
 
-    It may be sync or async and return a bool, a number in [0, 1], a (number, reason) tuple, a
-    dict with `score`/`passed`/`reason`/`details`, or a Score. String args are templates.
+    `output` is "" when there is none. It may be sync or async and return a bool, a number in
+    [0, 1], a (number, reason) tuple, a dict with `score`/`passed`/`reason`/`details`, or a
+    Score. String args are templates.
     """
 
     type_name = "python"
@@ -451,32 +452,32 @@ class Python(Scorer):
         """Turn what the user function returned into a Score; anything unexpected is an error."""
         if isinstance(result, Score):
             return Score(_unit(result.value, ref), result.passed, result.reason, result.details)
-        reason, details, passed = f"{ref} returned {result!r}", None, None
+        fields: dict[str, Any] = {"score": result}
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str):
-            result, reason = result
+            fields = {"score": result[0], "reason": result[1]}
         elif isinstance(result, dict):
-            unknown = set(result) - {"score", "passed", "reason", "details"}
-            if unknown or not {"score", "passed"} & set(result):
+            fields = result
+            if set(fields) - _RESULT_KEYS or not {"score", "passed"} & set(fields):
                 raise ScorerError(
-                    f"{ref} returned a dict with keys {sorted(result)}; expected 'score' and/or "
+                    f"{ref} returned a dict with keys {sorted(fields)}; expected 'score' and/or "
                     "'passed', optionally 'reason' and 'details'",
                     kind="user_function",
                 )
-            passed = result.get("passed")
-            if passed is not None and not isinstance(passed, bool):
-                raise ScorerError(f"{ref} returned passed={passed!r}, not a bool")
-            reason = str(result.get("reason", reason))
-            details = result.get("details")
-            result = result.get("score", passed)
-        value = _unit(result, ref)
-        return Score(value, value >= self.threshold if passed is None else passed, reason, details)
+        passed = fields.get("passed")
+        if passed is not None and not isinstance(passed, bool):
+            raise ScorerError(f"{ref} returned passed={passed!r}", kind="user_function")
+        value = _unit(fields.get("score", passed), ref)
+        verdict = value >= self.threshold if passed is None else passed
+        reason = str(fields.get("reason", f"{ref} returned {result!r}"))
+        return Score(value, verdict, reason, fields.get("details"))
+
+
+_RESULT_KEYS = {"score", "passed", "reason", "details"}
 
 
 def _unit(result: Any, ref: str) -> float:
     """A user function's score as a float in [0, 1]; booleans count as 1 and 0."""
-    if isinstance(result, bool):
-        return float(result)
-    if isinstance(result, numbers.Real) and 0.0 <= float(result) <= 1.0:
+    if isinstance(result, bool | numbers.Real) and 0.0 <= float(result) <= 1.0:
         return float(result)
     raise ScorerError(
         f"{ref} returned {result!r}; expected a bool, a number in [0, 1], a (number, reason) "

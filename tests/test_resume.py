@@ -1,0 +1,270 @@
+"""Resume (harness/runner.py execute/Runner with resume, harness/cli.py signals): interrupted
+runs continue with each (case, model, epoch) scored exactly once; changed inputs are refused;
+SIGKILL at random points and SIGINT leave a store that resumes cleanly."""
+
+from __future__ import annotations
+
+import copy
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    DEFAULT_PROMPT,
+    FAKE_KEY,
+    KEY_ENV,
+    Project,
+    case_rows,
+    invoke,
+    make_project,
+    result_rows,
+    run_json,
+    run_records,
+    spawn,
+    store_snapshot,
+    threaded_server,
+    write_jsonl,
+    write_yaml,
+)
+
+from harness.fakeserver import ThreadedFakeServer
+from harness.runner import Runner, RunOptions, execute
+
+
+def interrupted_run(project: Project, stop_after: int, **options: Any) -> str:
+    """Run the suite in-process and stop it gracefully after `stop_after` results."""
+    holder: dict[str, Runner] = {}
+
+    def on_progress(progress: Any) -> None:
+        if progress.done >= stop_after:
+            holder["runner"].request_stop()
+
+    outcome = execute(
+        project.suite, project_dir=project.root, store_path=project.store,
+        options=RunOptions(**options), on_start=lambda r: holder.__setitem__("runner", r),
+        on_progress=on_progress,
+    )  # fmt: skip
+    assert outcome.status == "interrupted"
+    return outcome.run_id
+
+
+@pytest.fixture(autouse=True)
+def _fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+
+
+def requests_per_case(server: ThreadedFakeServer) -> Counter[str]:
+    return Counter(
+        r.body["messages"][1]["content"].split(":")[0].removeprefix("Case ")
+        for r in server.requests
+    )
+
+
+# --- in-process resume -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ref", ["id", "last"])
+def test_resume_completes_an_interrupted_run(tmp_path: Path, ref: str) -> None:
+    with threaded_server(latency_ms=5) as server:
+        project = make_project(tmp_path, server.url, n=20, concurrency=2)
+        run_id = interrupted_run(project, 5, cache_mode="off")
+        done = len(result_rows(project.store, run_id))
+        assert 5 <= done < 20
+        assert server.stats.total == done  # a graceful stop saves every call it made
+        assert run_records(project.store)[0]["status"] == "interrupted"
+        target = run_id if ref == "id" else "last"
+        result = invoke(project, ["run", "--resume", target, "--store", str(project.store),
+                                  "--cache", "off", "--json"])
+        assert result.exit_code == 0, result.output
+        per_case = requests_per_case(server)
+    rows = result_rows(project.store, run_id)
+    assert sorted(r["case_id"] for r in rows) == [f"c{i:03d}" for i in range(20)]
+    assert set(per_case.values()) == {1}  # completed cases made no new calls
+    assert len(per_case) == 20
+    (run,) = run_records(project.store)
+    assert run["status"] == "completed"
+
+
+def test_resume_with_repeat_and_two_models(tmp_path: Path) -> None:
+    with threaded_server(latency_ms=5) as server:
+        models = [
+            {"id": "openai/fake-a", "api_base": server.url, "api_key_env": KEY_ENV},
+            {"id": "openai/fake-b", "api_base": server.url, "api_key_env": KEY_ENV},
+        ]
+        project = make_project(tmp_path, None, n=6, models=models, repeat=2, concurrency=1)
+        run_id = interrupted_run(project, 7, cache_mode="off")
+        result = invoke(project, ["run", "--resume", run_id, "--store", str(project.store),
+                                  "--cache", "off"])
+        assert result.exit_code == 0, result.output
+        total = server.stats.total
+    keys = [(r["case_id"], r["model"], r["epoch"]) for r in result_rows(project.store, run_id)]
+    assert len(keys) == len(set(keys)) == 6 * 2 * 2
+    assert total == 24
+
+
+def test_resume_of_a_completed_run_is_refused(tmp_path: Path) -> None:
+    with threaded_server() as server:
+        project = make_project(tmp_path, server.url, n=2)
+        _, summary = run_json(project)
+    before = store_snapshot(project.store)
+    result = invoke(project, ["run", "--resume", summary["run_id"], "--store",
+                              str(project.store)])
+    assert result.exit_code == 2
+    assert "already completed" in result.stderr
+    assert store_snapshot(project.store)[2] == before[2]
+
+
+def change_dataset(project: Project) -> None:
+    rows = copy.deepcopy(project.rows)
+    rows[-1]["question"] = "a different question?"
+    write_jsonl(project.dataset_path, rows)
+
+
+def change_prompt(project: Project) -> None:
+    prompt = copy.deepcopy(DEFAULT_PROMPT)
+    prompt["messages"][0]["content"] = "Reply exactly as told, please."
+    write_yaml(project.prompt_path, prompt)
+
+
+def change_prompt_params(project: Project) -> None:
+    prompt = copy.deepcopy(DEFAULT_PROMPT)
+    prompt["params"]["max_tokens"] = 17
+    write_yaml(project.prompt_path, prompt)
+
+
+def change_model_params(project: Project) -> None:
+    project.suite_data["models"][0]["params"] = {"temperature": 0.5}
+    project.write()
+
+
+def change_scorers(project: Project) -> None:
+    project.suite_data["scorers"][0]["ignore_case"] = True
+    project.write()
+
+
+def change_suite(project: Project) -> None:
+    project.suite_data["thresholds"] = {"equals": 0.9}
+    project.write()
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (change_dataset, "dataset"),
+        (change_prompt, "prompt"),
+        (change_prompt_params, "prompt"),
+        (change_model_params, "suite|models"),
+        (change_scorers, "suite|scorers"),
+        (change_suite, "suite"),
+    ],
+)
+def test_resume_refuses_when_inputs_changed(tmp_path: Path, change: Any, named: str) -> None:
+    with threaded_server() as server:
+        project = make_project(tmp_path, server.url, n=8, concurrency=1)
+        run_id = interrupted_run(project, 2)
+        change(project)
+        before = store_snapshot(project.store)
+        calls = server.stats.total
+        result = invoke(project, ["run", "--resume", run_id, "--store", str(project.store)])
+        assert server.stats.total == calls
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1
+    import re
+
+    assert re.search(rf"cannot resume run {run_id}: its ({named}) differs", line), line
+    assert store_snapshot(project.store)[2] == before[2]
+    assert run_records(project.store)[0]["status"] == "interrupted"
+
+
+# --- real processes: SIGKILL and SIGINT ------------------------------------------------------
+
+N_CASES = 60
+CONCURRENCY = 4
+
+
+def wait_for_requests(server: ThreadedFakeServer, count: int, proc: subprocess.Popen[str],
+                      timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while server.stats.total < count:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"evals exited early ({proc.returncode}): {err[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for requests")
+        time.sleep(0.005)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
+    rng = random.Random(20261122)
+    with threaded_server(latency_ms=50, jitter_ms=20) as server:
+        project = make_project(tmp_path, server.url, n=N_CASES, concurrency=CONCURRENCY)
+        args = project.run_args()
+        lost: list[int] = []
+        unsaved_before = 0
+        run_id: str | None = None
+        for _kill in range(3):
+            start = server.stats.total
+            proc = spawn(project, args)
+            wait_for_requests(server, start + rng.randint(1, 12), proc)
+            time.sleep(rng.uniform(0, 0.12))
+            proc.send_signal(signal.SIGKILL)
+            finish(proc)
+            time.sleep(0.2)  # let requests already on the wire arrive
+            if run_id is None:
+                (record,) = run_records(project.store)
+                run_id = record["id"]
+                args = ["run", "--resume", run_id, "--store", str(project.store)]
+            saved = len(result_rows(project.store, run_id))
+            unsaved = server.stats.total - saved
+            lost.append(unsaved - unsaved_before)
+            unsaved_before = unsaved
+            assert saved < N_CASES, "the run finished before it could be killed"
+        result = invoke(project, args)  # the last resume in-process: it only saves start-up
+        assert result.exit_code == 0, result.output
+        total = server.stats.total
+        per_case = requests_per_case(server)
+    assert run_id is not None
+    rows = result_rows(project.store, run_id)
+    assert sorted(r["case_id"] for r in rows) == [f"c{i:03d}" for i in range(N_CASES)]
+    assert all(r["status"] == "pass" for r in rows)
+    (record,) = run_records(project.store)
+    assert record["status"] == "completed"
+    # Each kill loses at most the calls in flight; everything else was saved as it finished.
+    assert all(0 <= n <= CONCURRENCY for n in lost), lost
+    assert total == N_CASES + sum(lost)
+    assert total <= N_CASES + 3 * CONCURRENCY
+    assert set(per_case) == {f"c{i:03d}" for i in range(N_CASES)}
+
+
+def test_sigint_finishes_in_flight_calls_then_resume(tmp_path: Path) -> None:
+    with threaded_server(latency_ms=50) as server:
+        project = make_project(tmp_path, server.url, n=N_CASES, concurrency=CONCURRENCY)
+        proc = spawn(project, project.run_args())
+        wait_for_requests(server, 10, proc)
+        proc.send_signal(signal.SIGINT)
+        code, out, err = finish(proc)
+        assert code == 130, err[-2000:]
+        assert "resume with `evals run --resume" in err
+        (record,) = run_records(project.store)
+        assert record["status"] == "interrupted"
+        saved = len(result_rows(project.store, record["id"]))
+        # In-flight calls finished and were saved: every request made has its result.
+        assert server.stats.total == saved
+        assert saved < N_CASES
+        result = invoke(project, ["run", "--resume", "last", "--store", str(project.store)])
+        assert result.exit_code == 0, result.output
+        assert server.stats.total == N_CASES
+    assert len(result_rows(project.store, record["id"])) == N_CASES
+    assert run_records(project.store)[0]["status"] == "completed"

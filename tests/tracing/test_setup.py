@@ -1,0 +1,261 @@
+"""The tracing pipeline (tracing.setup): batching with exact drop counts, scrubbing, exporters."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
+from tracing_testkit import Receiver
+
+import tracing
+from tracing import conventions as c
+from tracing.traces import get_trace, list_traces
+
+
+class SlowExporter(SpanExporter):
+    def __init__(self, delay_s: float, gate: threading.Event | None = None) -> None:
+        self.delay_s = delay_s
+        self.gate = gate
+        self.received = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.gate is not None:
+            self.gate.wait(timeout=30)
+        time.sleep(self.delay_s)
+        self.received += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+class FailingExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        raise ConnectionError("collector down")
+
+
+def span_count(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM spans").fetchone()[0])
+
+
+def test_burst_with_a_large_queue_drops_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    handle = tracing.setup(store=store, max_queue_size=65_536, max_export_batch_size=2_048)
+    tracer = handle.tracer()
+    for i in range(20_000):
+        with tracer.start_as_current_span("burst") as span:
+            span.set_attribute(c.EVALS_CASE_ID, f"case-{i}")
+            span.set_attribute(c.GEN_AI_USAGE_INPUT_TOKENS, i)
+    assert handle.force_flush()
+    assert handle.dropped_spans == 0
+    assert handle.exported_spans == 20_000
+    assert span_count(store) == 20_000
+    handle.shutdown()
+
+
+def test_tiny_queue_counts_every_drop() -> None:
+    gate = threading.Event()
+    slow = SlowExporter(delay_s=0.001, gate=gate)  # blocks until the gate opens
+    handle = tracing.setup(
+        exporters=[slow], max_queue_size=16, max_export_batch_size=8, schedule_delay_ms=1
+    )
+    tracer = handle.tracer()
+    created = 2_000
+    for _ in range(created):
+        with tracer.start_as_current_span("s"):
+            pass
+    # At most one batch is in the exporter and 16 spans wait in the queue: the rest dropped.
+    assert handle.dropped_spans >= created - 16 - 8
+    gate.set()
+    assert handle.force_flush()
+    (stats,) = handle.stats()
+    assert stats.exporter == "SlowExporter"
+    assert stats.queued == 0
+    assert stats.exported + stats.dropped == created
+    assert slow.received == stats.exported
+    handle.shutdown()
+    with tracer.start_as_current_span("after shutdown"):
+        pass
+    assert handle.exported_spans + handle.dropped_spans == created + 1
+
+
+def test_exporter_failures_are_counted_not_raised() -> None:
+    handle = tracing.setup(exporters=[FailingExporter()], schedule_delay_ms=1)
+    with handle.tracer().start_as_current_span("s"):
+        pass
+    handle.force_flush()
+    assert (handle.exported_spans, handle.failed_spans, handle.dropped_spans) == (0, 1, 0)
+    handle.shutdown()
+
+
+def test_shutdown_exports_what_is_queued(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    handle = tracing.setup(store=store, schedule_delay_ms=60_000)
+    for _ in range(10):
+        with handle.tracer().start_as_current_span("s"):
+            pass
+    handle.shutdown()
+    handle.shutdown()  # idempotent
+    assert span_count(store) == 10
+
+
+def test_handle_is_not_global_unless_asked(tmp_path: Path) -> None:
+    memory = InMemorySpanExporter()
+    with tracing.setup(exporters=[memory], schedule_delay_ms=1) as handle:
+        with tracing.step_span(None, "global"):  # the global tracer: not this pipeline
+            pass
+        with tracing.step_span(handle.tracer(), "mine"):
+            pass
+        handle.force_flush()
+        assert [span.name for span in memory.get_finished_spans()] == ["mine"]
+
+
+def test_resource_names_service_and_project(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    with (
+        tracing.setup(store=store, service_name="svc", project_name="proj") as handle,
+        handle.tracer().start_as_current_span("s"),
+    ):
+        pass
+    (summary,) = list_traces(store)
+    (span,) = get_trace(store, summary["trace_id"])
+    assert span["resource"]["service.name"] == "svc"
+    assert span["resource"]["openinference.project.name"] == "proj"
+
+
+def traced_case(tracer: Tracer, secret: str = "") -> None:
+    """One case: LLM call, retrieval and tool, carrying content (and a secret if given)."""
+    messages = [{"role": "user", "content": f"the prompt text {secret}"}]
+    with tracing.step_span(tracer, "case", **{c.EVALS_RUN_ID: "r1"}):
+        with tracing.llm_span(tracer, "openai/gpt-4o-mini", messages=messages) as llm:
+            llm.set_response("the completion text", "stop", input_tokens=11, output_tokens=4)
+        with tracing.retrieval_span(tracer, "the query text", 1) as retrieval:
+            retrieval.set_documents([{"id": "doc-1", "content": "the document text", "score": 0.7}])
+        with tracing.tool_span(tracer, "lookup", {"q": "the tool args"}, "call-1") as tool:
+            tool.set_result("the tool result")
+
+
+def test_capture_content_false_keeps_metadata_only(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    with tracing.setup(store=store, capture_content=False) as handle:
+        traced_case(handle.tracer())
+    (summary,) = list_traces(store)
+    spans = {s["name"]: s for s in get_trace(store, summary["trace_id"])}
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("s.sqlite*"))
+    for content in ("prompt", "completion", "query", "document", "tool args", "tool result"):
+        assert f"the {content}".encode() not in stored
+    llm = spans["chat gpt-4o-mini"]["attributes"]
+    assert llm["gen_ai.usage.input_tokens"] == 11
+    assert llm["llm.token_count.completion"] == 4
+    assert llm["gen_ai.request.model"] == "gpt-4o-mini"
+    assert not any(key.startswith(("llm.input_messages", "llm.output_messages")) for key in llm)
+    assert not {"gen_ai.input.messages", "gen_ai.output.messages", "input.value"} & set(llm)
+    retrieval = spans["retrieval"]["attributes"]
+    assert retrieval["retrieval.documents.0.document.id"] == "doc-1"
+    assert retrieval["retrieval.documents.0.document.score"] == 0.7
+    assert "retrieval.documents.0.document.content" not in retrieval
+    tool = spans["execute_tool lookup"]["attributes"]
+    assert tool["gen_ai.tool.name"] == "lookup"
+    assert tool["gen_ai.tool.call.id"] == "call-1"
+    assert not {"gen_ai.tool.call.arguments", "gen_ai.tool.call.result", "output.value"} & set(tool)
+    assert summary["input_tokens"] == 11
+
+
+def test_otlp_http_export_reaches_a_receiver(tmp_path: Path, otlp_receiver: Receiver) -> None:
+    with tracing.setup(otlp_endpoint=otlp_receiver.url, project_name="evals-test") as handle:
+        traced_case(handle.tracer())
+    assert set(otlp_receiver.paths) == {"/v1/traces"}
+    assert set(otlp_receiver.content_types) == {"application/x-protobuf"}
+    spans = dict(otlp_receiver.spans())
+    assert set(spans) == {"case", "chat gpt-4o-mini", "retrieval", "execute_tool lookup"}
+    llm = spans["chat gpt-4o-mini"]
+    assert llm["openinference.span.kind"] == "LLM"
+    assert llm["gen_ai.operation.name"] == "chat"
+    assert llm["gen_ai.usage.input_tokens"] == 11
+    assert llm["gen_ai.response.finish_reasons"] == ["stop"]
+    assert llm["output.value"] == "the completion text"
+    assert otlp_receiver.resource_attributes()["openinference.project.name"] == "evals-test"
+
+
+def test_otlp_endpoint_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, otlp_receiver: Receiver
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.url)
+    with tracing.setup() as handle, handle.tracer().start_as_current_span("from env"):
+        pass
+    assert [name for name, _ in otlp_receiver.spans()] == ["from env"]
+
+
+def test_canary_secret_never_leaves_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, otlp_receiver: Receiver
+) -> None:
+    canary = "canary-Zx81Qp0042-do-not-leak"  # caught because of its variable's name
+    shaped = "sk-proj-CANARYabcdefghijklmnop0123"  # caught by its shape alone
+    monkeypatch.setenv("CANARY_API_KEY", canary)
+    store = tmp_path / "runs.sqlite"
+    handle = tracing.setup(
+        store=store,
+        otlp_endpoint=otlp_receiver.url,
+        resource_attributes={"deployment.note": f"built with {canary}"},
+    )
+    tracer = handle.tracer()
+    traced_case(tracer, secret=f"{canary} {shaped}")
+    with (
+        pytest.raises(PermissionError),
+        tracing.step_span(tracer, f"step {canary}", note=[canary, "ok"]) as step,
+    ):
+        step.span.add_event(f"auth {canary}", {"header": f"Bearer {canary}", "key": shaped})
+        raise PermissionError(f"bad key {canary}")
+    handle.shutdown()
+
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("runs.sqlite*"))
+    sent = b"".join(otlp_receiver.bodies)
+    assert len(otlp_receiver.spans()) == 5
+    assert span_count(store) == 5
+    for leaked in (canary.encode(), shaped.encode(), b"Zx81Qp0042", b"CANARYabc"):
+        assert leaked not in stored
+        assert leaked not in sent
+    assert b"[REDACTED]" in stored
+    assert b"[REDACTED]" in sent
+    assert b"the prompt text" in stored  # content itself is kept (capture_content=True)
+
+
+def test_set_global_installs_the_provider_once() -> None:
+    from opentelemetry import trace
+
+    memory = InMemorySpanExporter()
+    handle = tracing.setup(exporters=[memory], set_global=True, schedule_delay_ms=1)
+    try:
+        if trace.get_tracer_provider() is not handle.provider:
+            pytest.skip("another test already set the process-wide provider")
+        with tracing.step_span(None, "via global"):
+            pass
+        handle.force_flush()
+        assert [s.name for s in memory.get_finished_spans()] == ["via global"]
+    finally:
+        handle.shutdown()
+
+
+def test_spans_from_many_threads_are_all_counted(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    handle = tracing.setup(store=store, schedule_delay_ms=5)
+    tracer = handle.tracer()
+
+    def work() -> None:
+        for _ in range(500):
+            with tracer.start_as_current_span("t"):
+                pass
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handle.shutdown()
+    assert handle.exported_spans == span_count(store) == 2_000
