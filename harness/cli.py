@@ -253,10 +253,14 @@ from harness import cli_compare  # noqa: E402
 
 cli_compare.register(app)  # compare, gate, merge, report, baseline
 
-from harness import cli_versions  # noqa: E402
+from harness import cli_releases, cli_versions  # noqa: E402
 
 app.add_typer(cli_versions.prompt_app, name="prompt")
 app.add_typer(cli_versions.rubric_app, name="rubric")
 app.add_typer(cli_versions.retrieval_app, name="retrieval")
-app.add_typer(cli_versions.release_app, name="release")
+app.add_typer(cli_releases.release_app, name="release")
 app.command("diff")(cli_versions.diff_runs)
+
+from harness import cli_traces  # noqa: E402
+
+cli_traces.register(app)  # traces, trace, dataset from-traces

@@ -149,7 +149,7 @@ def gate(
     from harness.compare import Settings, compare_runs
     from harness.config import GatePolicy
     from harness.gate import GateCheck, decide
-    from harness.gate_policy import file_kappa_lookup, load_policy, with_overrides
+    from harness.gate_policy import calibration_lookup, load_policy, with_overrides
     from harness.render_compare import comparison_parts, gate_parts
     from harness.report import gate_markdown, junit_xml
     from harness.runrefs import resolve_run
@@ -212,7 +212,7 @@ def gate(
             cand_run.results,
             policy,
             cand_manifest=cand_run.manifest,
-            kappa_lookup=file_kappa_lookup(project_dir),
+            kappa_lookup=calibration_lookup(project_dir, store_path),
         )
         decision.notes[:0] = notes
         if aborted is not None:  # the engine stopped the run: it could not measure

@@ -1,24 +1,24 @@
-"""The versioning commands: `evals prompt|rubric|retrieval ...`, `evals diff`, `evals release`.
+"""The versioning commands: `evals prompt|rubric|retrieval ...` and `evals diff`.
 
-Thin typer commands over `registry`, `artifacts`, `lineage_diff` and `releases`: parse, call,
-render. One factory builds the same sub-app (list, show, history, promote, rollback, diff,
-register) for each artifact kind that has working copies.
+Thin typer commands over `registry`, `artifacts` and `lineage_diff`: parse, call, render. One
+factory builds the same sub-app (list, show, history, promote, rollback, diff, register) for
+each artifact kind that has working copies. `cli_releases` reuses the helpers here.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
 from harness.errors import ConfigError, HarnessError
 
@@ -33,23 +33,23 @@ STORE_OPTION = typer.Option(
 )
 
 
-def _fail(exc: HarnessError) -> typer.Exit:
+def fail(exc: HarnessError) -> typer.Exit:
     err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
-def _store_path(store: Path | None) -> Path:
+def store_path(store: Path | None) -> Path:
     from harness.store import default_store_path
 
     return store if store is not None else default_store_path()
 
 
 @contextmanager
-def _existing(store: Path | None) -> Iterator[Store | None]:
+def existing_store(store: Path | None) -> Iterator[Store | None]:
     """The store if its file exists (reading never creates one), closed afterwards."""
     from harness.artifacts import open_existing
 
-    db = open_existing(_store_path(store))
+    db = open_existing(store_path(store))
     try:
         yield db
     finally:
@@ -61,16 +61,26 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     err.print(message, markup=False, soft_wrap=True)
 
 
-def artifact_app(kind: str, plural: str) -> typer.Typer:
-    """The `evals <kind> ...` commands for one artifact kind (prompt, rubric, retrieval)."""
+def artifact_app(kind: str, plural: str, loaders: tuple[str, ...] = ()) -> typer.Typer:
+    """The `evals <kind> ...` commands for one artifact kind (prompt, rubric, retrieval).
+
+    `loaders`: modules that register the kind's working-copy loader (`register_kind`); they
+    are imported before any command of the group runs, not when `evals --help` does.
+    """
     app = typer.Typer(
         help=f"Versions and labels of {plural}: list, show, history, promote, rollback, diff.",
         no_args_is_help=True,
     )
+
+    @app.callback()
+    def load_kind() -> None:
+        for module in loaders:
+            importlib.import_module(module)
+
     ref_help = f"{kind.upper()} (working copy), {kind.upper()}@LABEL or {kind.upper()}@VERSION."
 
     @app.command("list")
@@ -83,16 +93,16 @@ def artifact_app(kind: str, plural: str) -> typer.Typer:
 
         labels: dict[tuple[str, str], list[str]] = {}
         try:
-            with _existing(store) as db:
+            with existing_store(store) as db:
                 records = [] if db is None else registry.list_versions(db, kind, name)
                 for record_name in {r.name for r in records}:
                     assert db is not None
                     for label, version in registry.labels_of(db, kind, record_name).items():
                         labels.setdefault((record_name, version), []).append(label)
         except HarnessError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         if not records:
-            _say(f"no {kind} versions registered yet (`evals {kind} register NAME`)")
+            say(f"no {kind} versions registered yet (`evals {kind} register NAME`)")
             return
         working: dict[str, str] = {}
         for record_name in {r.name for r in records}:
@@ -131,11 +141,11 @@ def artifact_app(kind: str, plural: str) -> typer.Typer:
         from harness.versions import canonical_json
 
         try:
-            with _existing(store) as db:
+            with existing_store(store) as db:
                 found = artifacts.lookup(db, kind, ref, Path.cwd())
         except HarnessError as exc:
-            raise _fail(exc) from None
-        _say(f"{kind} {found.name}@{found.version} ({found.origin})")
+            raise fail(exc) from None
+        say(f"{kind} {found.name}@{found.version} ({found.origin})")
         text = (
             canonical_json(found.content) + "\n"
             if json_output
@@ -153,12 +163,12 @@ def artifact_app(kind: str, plural: str) -> typer.Typer:
         from harness import registry
 
         try:
-            with _existing(store) as db:
+            with existing_store(store) as db:
                 moves = [] if db is None else registry.label_history(db, kind, name, label)
         except HarnessError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         if not moves:
-            _say(f"no label moves for {kind} {name}")
+            say(f"no label moves for {kind} {name}")
             return
         table = Table("when", "label", "action", "from", "to", "who")
         for move in moves:
@@ -187,7 +197,7 @@ def artifact_app(kind: str, plural: str) -> typer.Typer:
         from harness import artifacts, registry
         from harness.store import Store
 
-        project_dir, path = Path.cwd(), _store_path(store)
+        project_dir, path = Path.cwd(), store_path(store)
         author = registry.current_author(project_dir)
         try:
             registry.check_label(label)
@@ -212,11 +222,11 @@ def artifact_app(kind: str, plural: str) -> typer.Typer:
                 with opened as db:
                     record, move = registry.promote(db, kind, name, version, label, author=author)
         except HarnessError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         if move is None:
-            _say(f"{kind} {name}: {label} already points at {record.version}")
+            say(f"{kind} {name}: {label} already points at {record.version}")
         else:
-            _say(f"{kind} {name}: {label} {move.from_version or '(new)'} -> {move.to_version}")
+            say(f"{kind} {name}: {label} {move.from_version or '(new)'} -> {move.to_version}")
 
     @app.command()
     def rollback(
@@ -227,7 +237,7 @@ def artifact_app(kind: str, plural: str) -> typer.Typer:
         """Undo LABEL's last promote still in effect (twice undoes two)."""
         from harness import artifacts, registry
 
-        path = _store_path(store)
+        path = store_path(store)
         try:
             opened = artifacts.open_existing(path)
             if opened is None:
@@ -237,8 +247,8 @@ def artifact_app(kind: str, plural: str) -> typer.Typer:
                     db, kind, name, label, author=registry.current_author(Path.cwd())
                 )
         except HarnessError as exc:
-            raise _fail(exc) from None
-        _say(f"{kind} {name}: {label} rolled back {move.from_version} -> {move.to_version}")
+            raise fail(exc) from None
+        say(f"{kind} {name}: {label} rolled back {move.from_version} -> {move.to_version}")
 
     @app.command()
     def diff(
@@ -250,11 +260,11 @@ def artifact_app(kind: str, plural: str) -> typer.Typer:
         from harness import artifacts
 
         try:
-            with _existing(store) as db:
+            with existing_store(store) as db:
                 a = artifacts.lookup(db, kind, ref_a, Path.cwd())
                 b = artifacts.lookup(db, kind, ref_b or a.name, Path.cwd())
         except HarnessError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         text = artifacts.unified_diff(
             artifacts.content_yaml(kind, a.content),
             artifacts.content_yaml(kind, b.content),
@@ -262,7 +272,7 @@ def artifact_app(kind: str, plural: str) -> typer.Typer:
             f"{b.name}@{b.version} ({b.origin})",
         )
         if not text:
-            _say(f"no differences: {a.name}@{a.version} and {b.name}@{b.version}")
+            say(f"no differences: {a.name}@{a.version} and {b.name}@{b.version}")
         sys.stdout.write(text)
 
     @app.command()
@@ -275,18 +285,18 @@ def artifact_app(kind: str, plural: str) -> typer.Typer:
         from harness.store import Store
 
         try:
-            with Store.open(_store_path(store)) as db:
+            with Store.open(store_path(store)) as db:
                 record, new = artifacts.register_working(db, kind, ref, Path.cwd())
         except HarnessError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         state = "registered" if new else f"already registered ({_when(record.first_seen)})"
-        _say(f"{kind} {record.name}@{record.version} {state}")
+        say(f"{kind} {record.name}@{record.version} {state}")
 
     return app
 
 
 prompt_app = artifact_app("prompt", "prompts")
-rubric_app = artifact_app("rubric", "rubrics")
+rubric_app = artifact_app("rubric", "rubrics", ("harness.rubrics",))
 retrieval_app = artifact_app("retrieval", "retrieval configs")
 
 
@@ -300,9 +310,9 @@ def diff_runs(
     from harness.lineage_diff import diff_runs as load_and_diff
 
     try:
-        result = load_and_diff(run_a, run_b, store_path=_store_path(store), project_dir=Path.cwd())
+        result = load_and_diff(run_a, run_b, store_path=store_path(store), project_dir=Path.cwd())
     except HarnessError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if json_output:
         print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False, default=str))
         return
@@ -323,161 +333,3 @@ def diff_runs(
         for line in change.diff.splitlines():
             style = "green" if line.startswith("+") else "red" if line.startswith("-") else None
             out.print("    " + line, style=style, markup=False, soft_wrap=True)
-
-
-class _ReleaseGroup(TyperGroup):
-    """`evals release NAME --run RUN` is short for `evals release create NAME --run RUN`."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and not args[0].startswith("-") and args[0] not in self.commands:
-            args = ["create", *args]
-        return super().parse_args(ctx, args)
-
-
-release_app = typer.Typer(
-    cls=_ReleaseGroup,
-    no_args_is_help=True,
-    help="Release records: `evals release NAME --run RUN` records the exact versions a run "
-    "approved; `evals release show NAME` says what is running and why.",
-)
-
-
-@release_app.command("create")
-def release_create(
-    name: str = typer.Argument(..., help="The release, e.g. support-bot."),
-    run_ref: str = typer.Option(..., "--run", help="Run id, prefix, last, or a run file."),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Record file (default releases/NAME.yaml)."
-    ),
-    note: str | None = typer.Option(None, "--note", help="Why it was approved."),
-    force: bool = typer.Option(
-        False,
-        "--force",
-        help="Release a run that is not completed "
-        "or failed a threshold (the reasons are recorded).",
-    ),
-    store: Path | None = STORE_OPTION,
-) -> None:
-    """Record the exact versions of RUN as release NAME (store + a file to commit)."""
-    from harness import registry, releases
-    from harness.runrefs import resolve_run
-    from harness.store import Store
-
-    project_dir, path = Path.cwd(), _store_path(store)
-    try:
-        run = resolve_run(run_ref, store_path=path, project_dir=project_dir)
-        record = releases.build_release(
-            name, run, author=registry.current_author(project_dir), note=note, force=force
-        )
-        target = output or releases.release_file(name, project_dir)
-        with Store.open(path) as db:
-            releases.write_release_file(record, target)
-            releases.save_release(db, record)
-    except HarnessError as exc:
-        raise _fail(exc) from None
-    if record["forced"]:
-        _say("forced: " + "; ".join(record["forced"]))
-    _say(f"released {name}: run {run.id}; wrote {target}")
-
-
-@release_app.command("show")
-def release_show(
-    name: str = typer.Argument(..., help="A release name or a release record file."),
-    json_output: bool = typer.Option(False, "--json", help="Print the record as JSON."),
-    store: Path | None = STORE_OPTION,
-) -> None:
-    """What is running under NAME, and the run that approved it."""
-    from harness import releases
-
-    try:
-        record, count = releases.find_release(
-            name, store_path=_store_path(store), project_dir=Path.cwd()
-        )
-    except HarnessError as exc:
-        raise _fail(exc) from None
-    if json_output:
-        print(json.dumps(record, indent=2, ensure_ascii=False, default=str))
-        return
-    for key, value in _release_lines(record, count):
-        out.print(f"[bold]{key:<10}[/bold] ", end="")
-        out.print(value, markup=False, soft_wrap=True)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _release_lines(record: dict[str, Any], count: int) -> list[tuple[str, str]]:
-    approved = record.get("approved_by") or {}
-    suite = approved.get("suite") or {}
-    code = approved.get("code") or {}
-    times = f" (released {count} times; newest shown)" if count > 1 else ""
-    lines = [
-        ("release", f"{record['release']}{times}"),
-        ("released", f"{record.get('created_at')} by {record.get('author') or '-'}"),
-    ]
-    if record.get("note"):
-        lines.append(("note", str(record["note"])))
-    for kind, entries in (record.get("versions") or {}).items():
-        for entry in entries:
-            lines.append((kind, f"{entry.get('name')}@{entry.get('version')}"))
-    for model in record.get("models") or []:
-        lines.append(("model", f"{model.get('id')} params {json.dumps(model.get('params') or {})}"))
-    lines.append(
-        (
-            "run",
-            f"{approved.get('run')} ({suite.get('name')}@{suite.get('version')}, "
-            f"{approved.get('status')}, finished {approved.get('finished_at')})",
-        )
-    )
-    commit = code.get("commit")
-    lines.append(
-        ("code", "-" if not commit else commit[:10] + (" (dirty)" if code.get("dirty") else ""))
-    )
-    for model, rates in (approved.get("pass_rates") or {}).items():
-        low, high = rates.get("ci95") or [None, None]
-        lines.append(
-            (
-                "pass rate",
-                f"{model}: {_pct(rates.get('pass_rate'))} (95% CI "
-                f"{_pct(low)}-{_pct(high)}, n={rates.get('n')}, "
-                f"errors {rates.get('errors')})",
-            )
-        )
-    for check in approved.get("thresholds") or []:
-        verdict = "ok" if check.get("ok") else "FAILED"
-        lines.append(
-            (
-                "threshold",
-                f"{verdict} {check.get('scorer')} on {check.get('model')}: "
-                f"{_pct(check.get('actual'))} (required "
-                f"{_pct(check.get('required'))})",
-            )
-        )
-    if record.get("forced"):
-        lines.append(("forced", "; ".join(record["forced"])))
-    return lines
-
-
-@release_app.command("list")
-def release_list(store: Path | None = STORE_OPTION) -> None:
-    """Every release name with its newest record."""
-    from harness import releases
-
-    try:
-        with _existing(store) as db:
-            records = [] if db is None else releases.list_releases(db)
-    except HarnessError as exc:
-        raise _fail(exc) from None
-    if not records:
-        _say("no releases yet (`evals release NAME --run RUN`)")
-        return
-    table = Table("release", "released", "run", "author")
-    for record in records:
-        table.add_row(
-            record["release"],
-            record.get("created_at") or "-",
-            (record.get("approved_by") or {}).get("run") or "-",
-            record.get("author") or "-",
-        )
-    out.print(table)

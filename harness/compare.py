@@ -22,7 +22,7 @@ import numpy as np
 
 from harness import stats
 from harness.casediff import CaseFlip, CostLatency, ErrorItem, case_flips, costs, errors
-from harness.changes import Change, lineage_changes
+from harness.lineage_diff import lineage_diff
 from harness.runrefs import LoadedRun
 from harness.store import ResultRow
 
@@ -79,6 +79,19 @@ class MetricComparison:
     def drop(self) -> float | None:
         """Pass-rate points lost on paired cases (negative: gained)."""
         return None if self.pass_rate.diff is None else -self.pass_rate.diff
+
+
+@dataclass
+class Change:
+    """One artifact whose version or settings differ between the runs (harness.lineage_diff)."""
+
+    what: str
+    summary: str
+
+
+def lineage_changes(base: dict[str, Any], cand: dict[str, Any]) -> list[Change]:
+    """What changed between two manifests, grouped by artifact, most telling first."""
+    return [Change(change.artifact, change.summary) for change in lineage_diff(base, cand)]
 
 
 @dataclass

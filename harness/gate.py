@@ -313,6 +313,10 @@ def decide(
         *_kappa_checks(cand_manifest or {}, policy, kappa_lookup),
     ]
     notes = list(comparison.notes)
+    for metric in comparison.metrics:
+        if bool(metric.base.results) != bool(metric.cand.results):
+            side = "baseline" if metric.base.results else "candidate"
+            notes.append(f"{metric.model} · {metric.metric} is only in the {side}: not gated")
     if policy.min_kappa is not None and not any(c.kind == "kappa" for c in checks):
         notes.append("min_kappa is set but the suite has no judge scorers")
     foundation = [c for c in checks if c.kind in ("errors", "overlap")]

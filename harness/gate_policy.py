@@ -9,9 +9,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from harness.calibrate import latest_kappa
 from harness.compare import OVERALL
 from harness.config import GatePolicy, SuiteConfig, validate
 from harness.errors import ConfigError
+from harness.store import Store
 from harness.yamlfile import load_yaml
 
 CALIBRATION_DIR = Path("reports") / "calibration"
@@ -85,5 +87,24 @@ def file_kappa_lookup(project_dir: Path) -> KappaLookup:
             return None
         newest = max(matches, key=lambda r: float(r.get("created_at") or 0))
         return float(newest["kappa"])
+
+    return lookup
+
+
+def calibration_lookup(project_dir: Path, store_path: Path | None) -> KappaLookup:
+    """Kappa of a judge scorer's newest calibration: from the run store (`evals judge
+    calibrate`), else from the committed records in reports/calibration/ (what CI has)."""
+    from_files = file_kappa_lookup(project_dir)
+
+    def lookup(scorer: dict[str, Any]) -> float | None:
+        rubric, _, version = str(scorer.get("rubric", "")).partition("@")
+        judge = scorer.get("judge") or {}
+        if store_path is not None and store_path.exists():
+            with Store.open(store_path, create=False) as store:
+                for model in (judge.get("name"), judge.get("id")):
+                    kappa = latest_kappa(store, rubric, model, version or None) if model else None
+                    if kappa is not None:
+                        return kappa
+        return from_files(scorer)
 
     return lookup

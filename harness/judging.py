@@ -298,26 +298,27 @@ async def ask(
     max_reasks: int,
 ) -> Answer[T]:
     """Ask once, then re-ask (at most `max_reasks` times) while the reply is unusable.
-    Raises JudgeError carrying the last raw reply when no usable answer came."""
-    answer: Answer[T] = Answer(value=None)  # type: ignore[arg-type]
+    Raises JudgeError carrying the last raw reply when no usable answer came. A provider that
+    rejects `fmt` (HTTP 400) is asked again without it, once, with the strict prompt alone."""
+    calls: list[ChatResponse] = []
+    replies: list[str] = []
     conversation = list(messages)
     problem: VerdictError | None = None
-    for _ in range(max_reasks + 1):
+    while len(calls) <= max_reasks:
         request = ChatRequest(messages=conversation, params=params, response_format=fmt)
         try:
             response = await client.complete(request)
         except ProviderCallError as exc:
             if fmt is not None and exc.kind == "bad_request":
-                fmt = None  # the provider refused structured output: fall back to the prompt
+                fmt = None
                 continue
             raise JudgeError(
-                f"judge call failed: {exc}", kind=f"judge_{exc.kind}", details=usage(answer.calls)
+                f"judge call failed: {exc}", kind=f"judge_{exc.kind}", details=usage(calls)
             ) from None
-        answer.calls.append(response)
-        answer.replies.append(response.text or "")
+        calls.append(response)
+        replies.append(response.text or "")
         try:
-            answer.value = parse(check_reply(response))
-            return answer
+            return Answer(parse(check_reply(response)), calls, replies)
         except VerdictError as exc:
             problem = exc
         conversation = [
@@ -325,11 +326,14 @@ async def ask(
             {"role": "assistant", "content": response.text or ""},
             {"role": "user", "content": _REASK.format(problem=problem, form=form)},
         ]
-    reason = problem.problem if problem else "no_reply"
     raise JudgeError(
-        f"no usable judge verdict after {len(answer.calls)} call(s): {problem}",
-        raw=answer.replies[-1] if answer.replies else None,
-        details={**usage(answer.calls), "problem": reason, "replies": answer.replies},
+        f"no usable judge verdict after {len(calls)} call(s): {problem}",
+        raw=replies[-1] if replies else None,
+        details={
+            **usage(calls),
+            "problem": problem.problem if problem else None,
+            "replies": replies,
+        },
     )
 
 
@@ -340,7 +344,7 @@ def usage(calls: list[ChatResponse]) -> dict[str, Any]:
         "calls": len(calls),
         "input_tokens": sum(c.input_tokens or 0 for c in calls),
         "output_tokens": sum(c.output_tokens or 0 for c in calls),
-        "cost_usd": None if any(c is None for c in costs) else float(sum(costs)),  # type: ignore[arg-type]
+        "cost_usd": None if any(c is None for c in costs) else float(sum(c or 0.0 for c in costs)),
         "cached": sum(1 for c in calls if c.cached),
     }
 

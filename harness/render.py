@@ -74,14 +74,26 @@ def summary_table(summary: dict[str, Any], title: str) -> Table:
 
 
 def cost_table(summary: dict[str, Any]) -> Table:
+    """Cost, tokens and latency of the system under test; judge usage in its own columns."""
+    models = summary.get("models", {})
+    judged = any(block.get("judge") for block in models.values())
     table = Table(title="cost and latency", title_justify="left")
-    for column in ("model", "results", "cached", "cost", "tokens in/out", "p50", "p95"):
+    columns = ["model", "results", "cached", "cost", "tokens in/out", "p50", "p95"]
+    if judged:
+        columns += ["judge calls", "judge cost"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
-    for model, block in summary.get("models", {}).items():
-        cost = money(block["cost_usd"]) + ("" if block.get("cost_complete", True) else "+?")
-        table.add_row(model, str(block["results"]), str(block["cached"]), cost,
-                      f"{block['input_tokens']}/{block['output_tokens']}",
-                      ms(block["latency_p50_ms"]), ms(block["latency_p95_ms"]))
+    for model, block in models.items():
+        cost = money(block["cost_usd"])
+        if block["cost_usd"] is not None and not block.get("cost_complete", True):
+            cost += " (partial)"
+        row = [model, str(block["results"]), str(block["cached"]), cost,
+               f"{block['input_tokens']}/{block['output_tokens']}",
+               ms(block["latency_p50_ms"]), ms(block["latency_p95_ms"])]
+        if judged:
+            judge = block.get("judge") or {}
+            row += [str(judge.get("calls", 0)), money(judge.get("cost_usd"))]
+        table.add_row(*row)
     return table
 
 

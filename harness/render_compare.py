@@ -40,10 +40,10 @@ def changes_table(comparison: Comparison) -> Table | Text:
     if not comparison.changes:
         return Text("what changed: nothing in the recorded lineage")
     table = Table(title="what changed", title_justify="left")
-    for column in ("what", "baseline", "candidate"):
+    for column in ("what", "baseline -> candidate"):
         table.add_column(column, overflow="fold")
     for item in comparison.changes:
-        table.add_row(_t(item.what), _t(item.base), _t(item.cand))
+        table.add_row(_t(item.what), _t(item.summary))
     return table
 
 

@@ -123,10 +123,9 @@ def comparison_markdown(comparison: Comparison, *, heading: str = "##") -> str:
     lines += [f"> {md_cell(note)}" for note in comparison.notes]
     if comparison.changes:
         lines += ["**What changed**", ""]
-        lines += [
-            f"- {md_cell(c.what)}: `{md_cell(c.base, 80)}` → `{md_cell(c.cand, 80)}`"
-            for c in comparison.changes
-        ] + [""]
+        lines += [f"- {md_cell(c.what)}: {md_cell(c.summary, 200)}" for c in comparison.changes] + [
+            ""
+        ]
     else:
         lines += ["**What changed:** nothing in the recorded lineage.", ""]
     lines += [f"{heading}# Pass rates", ""]

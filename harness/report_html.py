@@ -53,7 +53,7 @@ commit {{ commit }}</p>
 {% if comparison %}
 <h2>Against baseline {{ comparison.base.id }}</h2>
 {% if comparison.changes %}<p>What changed:</p><ul>{% for c in comparison.changes %}
-<li>{{ c.what }}: <code>{{ c.base }}</code> → <code>{{ c.cand }}</code></li>{% endfor %}</ul>
+<li>{{ c.what }}: <code>{{ c.summary }}</code></li>{% endfor %}</ul>
 {% else %}<p>What changed: nothing in the recorded lineage.</p>{% endif %}
 <table><tr><th>model</th><th>metric</th><th>baseline</th><th>candidate</th>
 <th>Δ pts (paired)</th><th>95% CI</th><th>p</th><th>n both</th><th>errors b/c</th></tr>
@@ -285,7 +285,7 @@ def html_report(
         summary_rows=_summary_rows(summary),
         started=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.record.get("created_at") or 0)),
         prompt=f"{prompt.get('name')}@{prompt.get('version')}" if prompt else "-",
-        dataset=f"{dataset.get('source')}@{dataset.get('version')}",
+        dataset=f"{dataset.get('source')}@{dataset.get('version')}" if dataset else "-",
         commit=str((manifest.get("git") or {}).get("commit") or "-")[:10],
         comparison=comparison,
         paired=paired,

@@ -93,7 +93,7 @@ def build_manifest(suite: Suite, options: RunOptions, run_id: str) -> dict[str, 
         },
         # Other versioned artifacts, kind -> [{name, version, content}]: the RAG issue fills
         # retrieval and index, the judge issue rubric (harness/run_versions.py registers them).
-        "artifacts": {"retrieval": [], "index": [], "rubric": []},
+        "artifacts": _artifacts(suite),
         "target": suite.config.target.model_dump(exclude_none=True),
         "models": [m.model_dump(exclude_none=True) for m in suite.models],
         "scorers": [s.config() for s in suite.scorers],
@@ -107,6 +107,17 @@ def build_manifest(suite: Suite, options: RunOptions, run_id: str) -> dict[str, 
         "command": lineage.command_line(options.command),
         "started_at": time.time(),
     }
+
+
+def _artifacts(suite: Suite) -> dict[str, list[dict[str, Any]]]:
+    """Versioned artifacts beyond prompt and dataset (rubrics, retrieval configs, indexes)."""
+    found: dict[str, list[dict[str, Any]]] = {"retrieval": [], "index": [], "rubric": []}
+    for scorer in suite.scorers:
+        for kind, entries in scorer.artifacts().items():
+            for entry in entries:
+                if entry not in found.setdefault(kind, []):
+                    found[kind].append(entry)
+    return found
 
 
 RESUME_KEYS = ("suite", "dataset", "prompt", "target", "models", "scorers", "repeat", "seed")
@@ -147,6 +158,7 @@ class Runner:
         self.clients: dict[str, ModelClient | None] = {}
         self._stopping = asyncio.Event()
         self._abort_reason: str | None = None
+        self._commit: asyncio.Future[None] | None = None
         self.progress = Progress(total=0)
 
     def request_stop(self) -> None:
@@ -256,11 +268,29 @@ class Runner:
         while queue and not self._stopping.is_set():
             case, epoch = queue.popleft()
             result = await self.run_item(case, label, client, epoch)
-            self.store.add_result(result)
-            # Committed before this worker takes more work: a kill -9 loses only calls in
-            # flight, never finished ones (a resume would pay for them again).
-            self.store.flush()
+            await self._save(result)
             self._record(result)
+
+    async def _save(self, result: ResultRow) -> None:
+        """Commit a result before its worker takes more work, so a kill -9 loses only calls in
+        flight, never finished ones (a resume would pay for them again). Results finishing in
+        the same loop iteration share one transaction."""
+        self.store.add_result(result)
+        if self._commit is None:
+            loop = asyncio.get_running_loop()
+            self._commit = loop.create_future()
+            loop.call_soon(self._commit_pending)
+        await asyncio.shield(self._commit)
+
+    def _commit_pending(self) -> None:
+        commit, self._commit = self._commit, None
+        assert commit is not None
+        try:
+            self.store.flush()
+        except Exception as exc:
+            commit.set_exception(exc)
+        else:
+            commit.set_result(None)
 
     def _record(self, result: ResultRow) -> None:
         progress = self.progress
@@ -296,7 +326,7 @@ class Runner:
     async def run_item(self, case: Case, label: str, client: ModelClient | None,
                        epoch: int) -> ResultRow:
         """Run, score and trace one (case, model, epoch): the case is one trace."""
-        attributes = {names.EVALS_RUN_ID: self.run_id, names.EVALS_CASE_ID: case.id,
+        attributes: dict[str, Any] = {names.EVALS_RUN_ID: self.run_id, names.EVALS_CASE_ID: case.id,
                       names.EVALS_MODEL: label, names.EVALS_EPOCH: epoch}
         with tracing.step_span(None, f"case {case.id}", **attributes) as span:
             result = await self._run_item(case, label, client, epoch)
@@ -366,6 +396,8 @@ class Runner:
                 raw = getattr(exc, "raw", None)
                 if raw is not None:
                     detail["raw"] = raw
+                # A failed judgment still cost tokens: keep what the scorer measured.
+                detail.update(getattr(exc, "details", None) or {})
                 span.set_error(str(exc), kind)
                 return ScoreRow(scorer.name, "error", None, f"{type(exc).__name__}: {exc}",
                                 detail), None

@@ -235,6 +235,20 @@ def _loads(value: str | None) -> Any:
     return None if value is None else json.loads(value)
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. The switch ignores the busy timeout while another process is creating
+    the same new file, so retry briefly instead of failing."""
+    for _ in range(100):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.05)
+    conn.execute("PRAGMA journal_mode=WAL")
+
+
 class Store:
     """One SQLite file. Open with `Store.open(path)`; creating it is explicit (`create=True`)."""
 
@@ -254,12 +268,15 @@ class Store:
         try:
             conn = sqlite3.connect(path, timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             store = cls(conn, path)
             store._migrate()
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise StoreError(f"the run store {path} is busy ({exc}): another evals "
+                                 "process holds it; try again when it has finished") from None
             raise StoreError(
                 f"the run store {path} is not a readable SQLite database ({exc}); move it aside "
                 f"(mv {path} {path}.bad) or pass --store PATH to use another"
@@ -348,7 +365,8 @@ class Store:
                 raise StoreError("the store holds no runs yet")
             return self._run_dict(row)
         rows = self.conn.execute(
-            "SELECT * FROM runs WHERE id = ? OR id LIKE ? ORDER BY created_at DESC LIMIT 2",
+            "SELECT * FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' "
+            "ORDER BY created_at DESC LIMIT 2",
             (ref, ref.replace("%", "").replace("_", r"\_") + "%"),
         ).fetchall()
         exact = [r for r in rows if r[0] == ref]

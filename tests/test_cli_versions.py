@@ -138,7 +138,9 @@ def test_pinned_label_and_version_run_registered_content(tmp_path: Path) -> None
     with threaded_server() as server:
         project = make_project(tmp_path, server.url, n=4)
         good = registered(project)
-        assert evals(project, "prompt", "promote", "qa", good, "--label", "production").exit_code == 0
+        assert (
+            evals(project, "prompt", "promote", "qa", good, "--label", "production").exit_code == 0
+        )
         # The working file now makes every case fail: the fake server replies "broken".
         project.prompt_data["messages"][1]["content"] = "{{ question }}\nREPLY: broken"
         project.write()
@@ -175,8 +177,10 @@ def test_unknown_label_is_a_config_error_naming_suite_line_and_field(tmp_path: P
     before = store_snapshot(project.store)
     result = invoke(project, project.run_args())
     assert result.exit_code == 2
-    assert "evalsets/suite.yaml:3: prompt: prompt 'qa' has no version or label 'staging'" in \
-        result.stderr
+    assert (
+        "evalsets/suite.yaml:3: prompt: prompt 'qa' has no version or label 'staging'"
+        in result.stderr
+    )
     assert f"labels: production -> {version}; versions: {version}" in result.stderr
     assert store_snapshot(project.store) == before
 
@@ -187,15 +191,15 @@ def test_a_run_records_the_versions_it_used(tmp_path: Path) -> None:
         code, summary = run_json(project)
     assert code == 0
     with Store.open(project.store, create=False) as db:
-        links = db.conn.execute("SELECT kind, name, version, ref FROM run_versions "
-                                "WHERE run_id = ?", (summary["run_id"],)).fetchall()
+        links = db.conn.execute(
+            "SELECT kind, name, version, ref FROM run_versions WHERE run_id = ?",
+            (summary["run_id"],),
+        ).fetchall()
         manifest = db.get_run(summary["run_id"])["manifest"]
         kinds = {kind: (name, version, ref) for kind, name, version, ref in links}
         assert kinds["prompt"] == ("qa", manifest["prompt"]["version"], "qa")
-        assert kinds["suite"] == ("enginetest", manifest["suite"]["version"],
-                                  "evalsets/suite.yaml")
-        assert kinds["dataset"][:2] == ("evalsets/data/cases.jsonl",
-                                        manifest["dataset"]["version"])
+        assert kinds["suite"] == ("enginetest", manifest["suite"]["version"], "evalsets/suite.yaml")
+        assert kinds["dataset"][:2] == ("evalsets/data/cases.jsonl", manifest["dataset"]["version"])
         suite = registry.get_version(db, "suite", "enginetest", manifest["suite"]["version"])
         assert suite is not None and registry.short_version(suite.content) == suite.version
 
@@ -217,10 +221,13 @@ def test_run_files_carry_versions_and_labels(tmp_path: Path) -> None:
     header, _ = read_run_file(exported)
     block = header["lineage"]
     assert block["schema"] == 1
-    assert {(v["kind"], v["name"]) for v in block["versions"]} >= {("prompt", "qa"),
-                                                                  ("suite", "enginetest")}
-    assert block["labels"] == [{"kind": "prompt", "name": "qa", "label": "production",
-                                "version": version}]
+    assert {(v["kind"], v["name"]) for v in block["versions"]} >= {
+        ("prompt", "qa"),
+        ("suite", "enginetest"),
+    }
+    assert block["labels"] == [
+        {"kind": "prompt", "name": "qa", "label": "production", "version": version}
+    ]
 
     with Store.open(tmp_path / "other" / "evals.db") as other:
         import_run_file(other, exported)
@@ -236,7 +243,7 @@ def test_import_never_moves_a_local_label(tmp_path: Path) -> None:
         project = make_project(tmp_path, server.url, n=2)
         version = registered(project)
         evals(project, "prompt", "promote", "qa", version, "--label", "production")
-        code, summary = run_json(project)
+        _, summary = run_json(project)
     exported = tmp_path / "run.jsonl"
     evals(project, "export", summary["run_id"], "-o", str(exported))
     with Store.open(tmp_path / "other" / "evals.db") as other:
@@ -266,8 +273,10 @@ def test_release_round_trip(tmp_path: Path) -> None:
     assert record["schema"] == 1 and record["release"] == "support-bot"
     assert record["note"] == "ship it" and record["forced"] is None
     (prompt,) = record["versions"]["prompt"]
-    assert (prompt["version"], prompt["content"]) == (manifest["prompt"]["version"],
-                                                      project.prompt_data)
+    assert (prompt["version"], prompt["content"]) == (
+        manifest["prompt"]["version"],
+        project.prompt_data,
+    )
     assert record["versions"]["rubric"] == [] and record["versions"]["retrieval"] == []
     assert record["models"] == [{"id": "openai/fake-model", "params": {}}]
     approved = record["approved_by"]
@@ -282,8 +291,9 @@ def test_release_round_trip(tmp_path: Path) -> None:
     assert "support-bot" in evals(project, "release", "list").stdout
 
     # Another machine, without the store: the committed file answers.
-    elsewhere = invoke(project, ["release", "show", "support-bot", "--json",
-                                 "--store", str(tmp_path / "none.db")])
+    elsewhere = invoke(
+        project, ["release", "show", "support-bot", "--json", "--store", str(tmp_path / "none.db")]
+    )
     assert json.loads(elsewhere.stdout) == record
 
 

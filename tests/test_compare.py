@@ -10,8 +10,7 @@ import pytest
 import scipy.stats
 
 from harness import stats
-from harness.changes import lineage_changes
-from harness.compare import OVERALL, Settings, compare_runs
+from harness.compare import OVERALL, Settings, compare_runs, lineage_changes
 from harness.runrefs import LoadedRun
 from harness.store import ResultRow, ScoreRow
 
@@ -328,11 +327,10 @@ def test_lineage_changes_list_what_differs() -> None:
         "repeat": 1,
         "git": {"commit": "1" * 40},
     }
-    changes = {c.what: (c.base, c.cand) for c in lineage_changes(base, cand)}
-    assert changes == {
-        "prompt": ("qa@aaaa", "qa@bbbb"),
-        "model x params": ("{}", '{"temperature": 0.5}'),
-    }
+    changes = {c.what: c.summary for c in lineage_changes(base, cand)}
+    assert set(changes) == {"prompt", "models/params"}
+    assert changes["prompt"] == "qa@aaaa -> qa@bbbb"
+    assert "temperature: 0.5" in changes["models/params"]
 
 
 def test_comparison_json_is_serialisable() -> None:

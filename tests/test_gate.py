@@ -22,7 +22,12 @@ from harness.config import GatePolicy
 from harness.errors import ConfigError
 from harness.fakeserver import FakeServer, ThreadedFakeServer
 from harness.gate import decide
-from harness.gate_policy import file_kappa_lookup, load_policy, with_overrides
+from harness.gate_policy import (
+    calibration_lookup,
+    file_kappa_lookup,
+    load_policy,
+    with_overrides,
+)
 from tests.test_compare import row, run
 
 FAST = Settings(resamples=2000, seed=0)
@@ -277,6 +282,32 @@ def test_min_kappa_needs_a_calibration_record(tmp_path: Path) -> None:
     assert low.status == "unmeasurable" and "below min_kappa" in low.failing()[0].detail
     plain = gate_on(["pass"] * 5, ["pass"] * 5, GatePolicy(min_kappa=0.8))
     assert plain.status == "pass" and "no judge scorers" in plain.notes[0]
+
+
+def test_kappa_comes_from_the_store_before_committed_records(tmp_path: Path) -> None:
+    from harness.calibrate import CalibrationRecord, record_calibration
+    from harness.store import Store
+
+    judge = {"type": "judge", "rubric": "correctness@abcd1234", "judge": {"id": "local/j"}}
+    store_path = tmp_path / "evals.db"
+    assert calibration_lookup(tmp_path, store_path)(judge) is None
+    with Store.open(store_path) as store:
+        record_calibration(
+            store,
+            CalibrationRecord(
+                rubric="correctness",
+                rubric_version="abcd1234",
+                judge_model="local/j",
+                run_id=None,
+                labels="labels.csv",
+                n=40,
+                agreement=0.9,
+                tpr=0.9,
+                fpr=0.1,
+                kappa=0.8,
+            ),
+        )
+    assert calibration_lookup(tmp_path, store_path)(judge) == 0.8
 
 
 # --- end to end through the CLI, against the fake server --------------------------------------

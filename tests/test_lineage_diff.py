@@ -19,25 +19,39 @@ from harness.registry import short_version
 def base_manifest() -> dict[str, Any]:
     prompt = {
         "name": "qa",
-        "messages": [{"role": "system", "content": "Be brief."},
-                     {"role": "user", "content": "Capital of {{ country }}?"}],
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Capital of {{ country }}?"},
+        ],
         "params": {"temperature": 0},
-    }  # fmt: skip
+    }
     return {
         "schema": 1,
         "run_id": "run-a",
         "suite": {"name": "capitals", "path": "evalsets/capitals.yaml", "version": "aaaa0001"},
         "dataset": {
-            "source": "/home/a/proj/evalsets/data/capitals.jsonl", "version": "1c1e982f8a51",
-            "rows": 3, "selected": 3,
+            "source": "/home/a/proj/evalsets/data/capitals.jsonl",
+            "version": "1c1e982f8a51",
+            "rows": 3,
+            "selected": 3,
             "selection": {"limit": None, "sample": None, "seed": None, "filters": []},
-        },  # fmt: skip
-        "prompt": {"name": "qa", "version": short_version(prompt), "source": "prompts/qa.yaml",
-                   "content": prompt},
+        },
+        "prompt": {
+            "name": "qa",
+            "version": short_version(prompt),
+            "source": "prompts/qa.yaml",
+            "content": prompt,
+        },
         "artifacts": {"retrieval": [], "index": [], "rubric": []},
         "target": {"type": "chat", "output_field": "output"},
-        "models": [{"id": "openai/gpt-4o-mini", "params": {"temperature": 0},
-                    "concurrency": 8, "timeout_s": 60.0}],
+        "models": [
+            {
+                "id": "openai/gpt-4o-mini",
+                "params": {"temperature": 0},
+                "concurrency": 8,
+                "timeout_s": 60.0,
+            }
+        ],
         "scorers": [{"type": "icontains", "weight": 1.0, "value": "{{ expected }}"}],
         "thresholds": {"icontains": 0.9},
         "repeat": 1,
@@ -45,11 +59,15 @@ def base_manifest() -> dict[str, Any]:
         "cache": "auto",
         "max_error_rate": 0.1,
         "git": {"commit": "0123456789abcdef", "dirty": False},
-        "environment": {"harness": "0.1.0", "python": "3.11.7", "platform": "Linux",
-                        "packages": {"litellm": "1.0", "openai": "2.0"}},
+        "environment": {
+            "harness": "0.1.0",
+            "python": "3.11.7",
+            "platform": "Linux",
+            "packages": {"litellm": "1.0", "openai": "2.0"},
+        },
         "command": ["evals", "run", "evalsets/capitals.yaml"],
         "started_at": 1.0,
-    }  # fmt: skip
+    }
 
 
 def set_prompt_text(m: dict[str, Any]) -> None:
@@ -58,8 +76,9 @@ def set_prompt_text(m: dict[str, Any]) -> None:
 
 
 def add_rubric(m: dict[str, Any]) -> None:
-    m["artifacts"]["rubric"].append({"name": "correct", "version": "bbbb0001",
-                                     "content": {"name": "correct", "criteria": "x"}})
+    m["artifacts"]["rubric"].append(
+        {"name": "correct", "version": "bbbb0001", "content": {"name": "correct", "criteria": "x"}}
+    )
 
 
 CHANGES: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
@@ -95,8 +114,13 @@ def test_one_change_reports_exactly_that_artifact(what: str) -> None:
 
 def test_identical_and_run_control_differences_report_nothing() -> None:
     before, after = base_manifest(), base_manifest()
-    after.update(run_id="run-b", started_at=2.0, command=["evals", "run", "x"], cache="off",
-                 max_error_rate=0.5)
+    after.update(
+        run_id="run-b",
+        started_at=2.0,
+        command=["evals", "run", "x"],
+        cache="off",
+        max_error_rate=0.5,
+    )
     after["suite"]["path"] = "elsewhere/capitals.yaml"
     after["dataset"]["source"] = "/ci/build/evalsets/data/capitals.jsonl"  # another machine
     after["models"][0].update(concurrency=64, timeout_s=5.0)  # pacing only
@@ -195,8 +219,12 @@ def test_evals_diff_runs_differing_only_in_the_prompt(tmp_path: Path) -> None:
 
     # The same answer from a run file on the other side (as a CI job would have it).
     exported = tmp_path / "a.jsonl"
-    assert invoke(project, ["export", run_a, "-o", str(exported),
-                            "--store", str(project.store)]).exit_code == 0
+    assert (
+        invoke(
+            project, ["export", run_a, "-o", str(exported), "--store", str(project.store)]
+        ).exit_code
+        == 0
+    )
     data = diff_json(project, str(exported), run_b)
     assert [c["artifact"] for c in data["changes"]] == ["prompt"]
 
@@ -232,7 +260,17 @@ def test_manifest_has_a_place_for_other_artifacts(tmp_path: Path) -> None:
     result = invoke(project, ["show", run_a, "--json", "--store", str(project.store)])
     manifest = json.loads(result.stdout)["run"]["manifest"]
     assert manifest["artifacts"] == {"retrieval": [], "index": [], "rubric": []}
-    for key in ("suite", "dataset", "prompt", "scorers", "models", "git", "environment", "seed",
-                "command", "started_at"):
+    for key in (
+        "suite",
+        "dataset",
+        "prompt",
+        "scorers",
+        "models",
+        "git",
+        "environment",
+        "seed",
+        "command",
+        "started_at",
+    ):
         assert key in manifest
     assert copy.deepcopy(manifest["prompt"]["content"]) == project.prompt_data

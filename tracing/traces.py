@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
 
-from tracing.conventions import KIND_EMBEDDING, KIND_LLM
+from tracing.conventions import EVALS_EPOCH, EVALS_MODEL, KIND_EMBEDDING, KIND_LLM
 from tracing.spanstore import connect
 
 Database = str | Path | sqlite3.Connection
@@ -62,6 +62,8 @@ class TraceSummary(TypedDict):
     root_name: str | None
     run_id: str | None
     case_id: str | None
+    model: str | None  # the root's `evals.model`, else the model of the trace's calls
+    epoch: int | None
     verdict: str | None
     start_ns: int
     duration_ms: float
@@ -82,12 +84,13 @@ _SPAN_SELECT = (
 )
 
 _CALL_KINDS = f"('{KIND_LLM}', '{KIND_EMBEDDING}')"
+_VERDICT = "coalesce(max(CASE WHEN parent_span_id IS NULL THEN verdict END), max(verdict))"
 _TRACE_SELECT = f"""
 SELECT trace_id,
        max(CASE WHEN parent_span_id IS NULL THEN name END),
        max(run_id),
        max(case_id),
-       coalesce(max(CASE WHEN parent_span_id IS NULL THEN verdict END), max(verdict)),
+       {_VERDICT},
        min(start_ns),
        (max(end_ns) - min(start_ns)) / 1e6,
        sum(CASE WHEN span_kind IN {_CALL_KINDS} THEN cost_usd END),
@@ -95,7 +98,11 @@ SELECT trace_id,
        sum(CASE WHEN span_kind IN {_CALL_KINDS} THEN output_tokens END),
        count(*),
        sum(status_code = 'ERROR'),
-       max(CASE WHEN parent_span_id IS NULL THEN status_code END)
+       max(CASE WHEN parent_span_id IS NULL THEN status_code END),
+       coalesce(max(CASE WHEN parent_span_id IS NULL
+                         THEN json_extract(attributes, '$."{EVALS_MODEL}"') END), max(model)),
+       max(CASE WHEN parent_span_id IS NULL
+                THEN json_extract(attributes, '$."{EVALS_EPOCH}"') END)
 FROM spans
 """
 
@@ -162,6 +169,8 @@ def _summary(row: Sequence[Any]) -> TraceSummary:
         root_name=row[1],
         run_id=row[2],
         case_id=row[3],
+        model=None if row[13] is None else str(row[13]),
+        epoch=row[14] if isinstance(row[14], int) else None,
         verdict=row[4],
         start_ns=row[5],
         duration_ms=row[6],
@@ -175,7 +184,10 @@ def _summary(row: Sequence[Any]) -> TraceSummary:
     )
 
 
-def _trace_filter(run_id: str | None, case_id: str | None) -> tuple[str, list[Any]]:
+def _trace_filter(
+    run_id: str | None, case_id: str | None, verdict: str | None = None
+) -> tuple[str, list[Any]]:
+    """WHERE (on spans) and HAVING (on the grouped trace) clauses, with their parameters."""
     clauses, params = [], []
     if run_id is not None:
         clauses.append("run_id = ?")
@@ -183,7 +195,12 @@ def _trace_filter(run_id: str | None, case_id: str | None) -> tuple[str, list[An
     if case_id is not None:
         clauses.append("case_id = ?")
         params.append(case_id)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+    sql = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    sql += " GROUP BY trace_id"
+    if verdict is not None:
+        sql += f" HAVING {_VERDICT} = ?"
+        params.append(verdict)
+    return sql, params
 
 
 def list_traces(
@@ -193,14 +210,14 @@ def list_traces(
     offset: int = 0,
     *,
     case_id: str | None = None,
+    verdict: str | None = None,
     newest_first: bool = True,
 ) -> list[TraceSummary]:
-    """One summary per trace (optionally of one run and/or case), paged by start time."""
-    where, params = _trace_filter(run_id, case_id)
+    """One summary per trace (optionally of one run, case and/or verdict), paged by start
+    time. The verdict is the root span's `evals.verdict` (pass, fail or error)."""
+    grouped, params = _trace_filter(run_id, case_id, verdict)
     order = "DESC" if newest_first else "ASC"
-    sql = (
-        f"{_TRACE_SELECT}{where} GROUP BY trace_id ORDER BY min(start_ns) {order} LIMIT ? OFFSET ?"
-    )
+    sql = f"{_TRACE_SELECT}{grouped} ORDER BY min(start_ns) {order} LIMIT ? OFFSET ?"
     with _open(db) as conn:
         if conn is None:
             return []
@@ -208,14 +225,40 @@ def list_traces(
     return [_summary(row) for row in rows]
 
 
-def count_traces(db: Database, run_id: str | None = None, *, case_id: str | None = None) -> int:
+def count_traces(
+    db: Database,
+    run_id: str | None = None,
+    *,
+    case_id: str | None = None,
+    verdict: str | None = None,
+) -> int:
     """How many traces `list_traces` would page through."""
-    where, params = _trace_filter(run_id, case_id)
+    grouped, params = _trace_filter(run_id, case_id, verdict)
     with _open(db) as conn:
         if conn is None:
             return 0
-        row = conn.execute(f"SELECT count(DISTINCT trace_id) FROM spans{where}", params).fetchone()
+        row = conn.execute(
+            f"SELECT count(*) FROM (SELECT trace_id FROM spans{grouped})", params
+        ).fetchone()
     return int(row[0]) if row else 0
+
+
+def find_trace_ids(db: Database, prefix: str, limit: int = 2) -> list[str]:
+    """Up to `limit` stored trace ids starting with `prefix` (hex, any case): one id means
+    the prefix is unique, none that it is unknown."""
+    prefix = prefix.strip().lower()
+    if not prefix or any(ch not in "0123456789abcdef" for ch in prefix):
+        return []
+    with _open(db) as conn:
+        if conn is None:
+            return []
+        # A range over the (trace_id, start_ns) index instead of LIKE, which cannot use it.
+        rows = conn.execute(
+            "SELECT DISTINCT trace_id FROM spans WHERE trace_id >= ? AND trace_id < ? "
+            "ORDER BY trace_id LIMIT ?",
+            (prefix, prefix + "g", limit),
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 def get_trace(db: Database, trace_id: str) -> list[SpanRecord]:

@@ -117,6 +117,10 @@ class Scorer(ABC):
         """The exact configuration this scorer was built from (stored with the run)."""
         return self.options.model_dump(exclude_none=True)
 
+    def artifacts(self) -> dict[str, list[dict[str, Any]]]:
+        """Versioned artifacts this scorer uses (e.g. a judge's rubric), by kind, for lineage."""
+        return {}
+
 
 class NegatedScorer(Scorer):
     """`not-<type>`: passes exactly when the wrapped scorer fails; value is 1 - value."""
@@ -131,6 +135,9 @@ class NegatedScorer(Scorer):
 
     def check_case(self, vars: dict[str, Any]) -> None:
         self.inner.check_case(vars)
+
+    def artifacts(self) -> dict[str, list[dict[str, Any]]]:
+        return self.inner.artifacts()
 
     async def score(self, ctx: ScoreContext) -> Score:
         inner = await self.inner.score(ctx)

@@ -188,7 +188,7 @@ class Judge(Scorer):
                 f"{len(failures)} of {self.options.samples} judge sample(s) failed: {first}",
                 kind=first.kind,
                 raw=first.raw,
-                details={**about, **spent},
+                details={"judge": {**about, **spent}},
             )
         scores = [a.value[0] for a in answers]
         result = judging.aggregate(scores, self.rubric.rubric.scale)

@@ -207,7 +207,7 @@ async def test_unusable_replies_are_reasked_then_a_judge_error(
     error = info.value
     assert error.kind == "judge_error"
     assert error.raw == (script.replies[-1].content or "")
-    assert error.details["problem"] == problem  # type: ignore[attr-defined]
+    assert error.details["judge"]["problem"] == problem  # type: ignore[attr-defined]
     assert len(script.bodies) == 3  # one ask, two re-asks
     reask = script.bodies[1]["messages"]
     assert reask[-2]["role"] == "assistant" and "could not be used" in reask[-1]["content"]
@@ -332,7 +332,7 @@ async def test_one_failed_sample_makes_the_result_an_error(server: FakeServer) -
     with pytest.raises(ScorerError) as info:
         await grade(correctness(server, samples=2, max_reasks=0), RIGHT)
     assert info.value.kind == "judge_error"
-    assert info.value.details["calls"] == 2  # type: ignore[attr-defined]
+    assert info.value.details["judge"]["calls"] == 2  # type: ignore[attr-defined]
 
 
 # --- sections, details, configuration ---------------------------------------------------------
@@ -460,15 +460,19 @@ def test_a_run_stores_verdicts_errors_and_judge_usage(
     }
     broken = results["broken"]
     assert broken.error_kind == "judge_error" and broken.scores[0].value is None
-    assert broken.scores[0].detail == {"kind": "judge_error", "raw": "cannot say"}
+    detail = broken.scores[0].detail
+    assert detail["kind"] == "judge_error" and detail["raw"] == "cannot say"
+    # A failed judgment's calls (first ask + 2 re-asks) still count towards judge usage.
+    assert detail["judge"]["calls"] == 3
     judge_usage = outcome.summary["models"]["-"]["judge"]
-    assert judge_usage["calls"] == 3 and judge_usage["input_tokens"] > 0
+    assert judge_usage["calls"] == 6 and judge_usage["input_tokens"] > 0
     assert manifest["scorers"][0]["rubric"].startswith("correctness@")
     # A second run answers every judge call from the cache (the rubric version is in the key).
     again = execute(
         suite, project_dir=tmp_path, store_path=store_path, options=RunOptions(max_error_rate=1.0)
     )
-    assert again.summary["models"]["-"]["judge"]["cached"] == 3
+    # Unusable replies are valid responses (not provider errors): cached like the rest.
+    assert again.summary["models"]["-"]["judge"]["cached"] == 6
 
 
 # --- the bundled local model ------------------------------------------------------------------

@@ -1,0 +1,362 @@
+"""Measure `evals run` end to end: N cases against the fake server at latency L, concurrency C.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/bench_engine.py [--cases 10000] [--latency-ms 100]
+        [--concurrency 50] [--profile out.prof] [-- extra `evals run` options, e.g. --no-trace]
+
+The fake server runs in its own process (`python -m harness.fakeserver`), so its CPU is not
+charged to the harness. Prints: `evals --help` time; the run's wall time against the floor
+N x L / C; the CPU seconds of the `evals` process per case; the wall time of a re-run with every
+response cached (and the number of requests it sent, which must be 0).
+
+`--breakdown` measures CPU per call in-process, layer by layer, after a warm-up (imports and
+litellm's first-call set-up excluded): a bare aiohttp POST, `litellm.acompletion`, our
+`ModelClient.complete` (cache off), and the whole runner (`execute`: render, call, score, store,
+trace). `--profile FILE` runs the whole runner in-process under cProfile after a warm-up and
+prints where the CPU went, by package and by function (cProfile slows the run: read its shares,
+not its wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+EVALS = BIN / "evals"
+KEY_ENV = "BENCH_FAKE_KEY"
+
+
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def help_time(repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([str(EVALS), "--help"], check=True, capture_output=True)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.fakeserver", "--latency-ms", str(latency_ms)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        raise SystemExit(f"fake server did not start: {url!r}")
+    return proc, url
+
+
+def server_requests(url: str) -> int:
+    stats_url = url.removesuffix("/v1") + "/fake/stats"
+    with urllib.request.urlopen(stats_url, timeout=10) as response:
+        return int(json.load(response)["total"])
+
+
+def write_project(root: Path, cases: int, url: str, concurrency: int) -> Path:
+    (root / "prompts").mkdir(parents=True, exist_ok=True)
+    (root / "evalsets" / "data").mkdir(parents=True, exist_ok=True)
+    (root / "prompts" / "qa.yaml").write_text(
+        "name: qa\n"
+        "messages:\n"
+        "  - role: system\n"
+        "    content: Answer with the city name only.\n"
+        "  - role: user\n"
+        '    content: "Case {{ case_id }}: what is the capital of {{ country }}?\\n'
+        'REPLY: {{ capital }}"\n'
+        "params: {temperature: 0, max_tokens: 16}\n",
+        encoding="utf-8",
+    )
+    with (root / "evalsets" / "data" / "cases.jsonl").open("w", encoding="utf-8") as out:
+        for i in range(cases):
+            capital = f"City {i}"
+            row = {"id": f"c{i:05d}", "country": f"Country {i}", "capital": capital,
+                   "expected": capital if i % 10 else f"Other {i}"}  # fmt: skip
+            out.write(json.dumps(row) + "\n")
+    (root / "evalsets" / "bench.yaml").write_text(
+        "name: bench\n"
+        "dataset: data/cases.jsonl\n"
+        "prompt: qa\n"
+        "models:\n"
+        "  - id: openai/fake-model\n"
+        f"    api_base: {url}\n"
+        f"    api_key_env: {KEY_ENV}\n"
+        f"    concurrency: {concurrency}\n"
+        "    timeout_s: 30\n"
+        "scorers:\n"
+        '  - {type: equals, value: "{{ expected }}"}\n'
+        '  - {type: icontains, value: "{{ expected }}"}\n'
+        "thresholds: {equals: 0.5}\n",
+        encoding="utf-8",
+    )
+    return root / "evalsets" / "bench.yaml"
+
+
+def timed_run(root: Path, args: list[str]) -> dict[str, Any]:
+    command = [str(EVALS), *args]
+    env = {**os.environ, KEY_ENV: "sk-fake-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    cpu_before = child_cpu()
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    cpu = child_cpu() - cpu_before
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"evals run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout)
+    return {"wall": wall, "cpu": cpu, "summary": summary}
+
+
+PACKAGE = re.compile(r"site-packages/([A-Za-z0-9_]+)")
+
+
+def owner(filename: str) -> str:
+    """Who a profiled function belongs to: a package, our code, the stdlib or builtins."""
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins (C)"
+    match = PACKAGE.search(filename)
+    if match:
+        return match.group(1)
+    for ours in ("harness", "tracing"):
+        if f"/{ours}/" in filename:
+            return f"{ours} (ours)"
+    if "/asyncio/" in filename:
+        return "asyncio (stdlib)"
+    if "/sqlite3/" in filename or "json/" in filename:
+        return "stdlib sqlite3/json"
+    return "stdlib (other)"
+
+
+def report_profile(path: str, cases: int, top: int = 25) -> None:
+    stats = pstats.Stats(path)
+    by_owner: dict[str, float] = defaultdict(float)
+    total = 0.0
+    rows = []
+    for (filename, line, name), (_cc, _nc, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        by_owner[owner(filename)] += tottime
+        total += tottime
+        rows.append((tottime, cumtime, f"{Path(filename).name}:{line}({name})", owner(filename)))
+    print(f"\nprofile: {total:.1f} s of CPU under cProfile, {total / cases * 1e3:.2f} ms/case")
+    print("self time by owner:")
+    for name, seconds in sorted(by_owner.items(), key=lambda kv: -kv[1]):
+        print(
+            f"  {name:28s} {seconds:7.2f} s  {100 * seconds / total:5.1f}%"
+            f"  {seconds / cases * 1e3:6.3f} ms/case"
+        )
+    print(f"top {top} functions by self time:")
+    for tottime, cumtime, where, who in sorted(rows, reverse=True)[:top]:
+        print(f"  {tottime:7.2f} s self {cumtime:7.2f} s cum  {who:20s} {where}")
+    print(f"top {top} by cumulative time:")
+    for tottime, cumtime, where, who in sorted(rows, key=lambda r: -r[1])[:top]:
+        print(f"  {cumtime:7.2f} s cum  {tottime:7.2f} s self  {who:20s} {where}")
+
+
+# --- in-process measurements ------------------------------------------------------------------
+
+
+def cpu_per_call(label: str, calls: int, body: Any) -> float:
+    """Run `body()` (a coroutine factory) and print CPU and wall per call."""
+    import asyncio
+
+    cpu, started = time.process_time(), time.perf_counter()
+    asyncio.run(body())
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - started
+    print(f"  {label:44s} {cpu / calls * 1e3:6.2f} ms CPU/call  wall {wall:6.2f} s")
+    return cpu / calls
+
+
+def in_process(tmp: Path, url: str, args: argparse.Namespace) -> None:
+    import asyncio
+
+    import aiohttp
+
+    os.environ[KEY_ENV] = "sk-fake-bench"
+    from harness.config import ModelConfig
+    from harness.providers import ChatRequest, ModelClient, litellm_module
+    from harness.runner import RunOptions, execute
+
+    litellm = litellm_module()
+    n, c = args.cases, args.concurrency
+
+    def messages(i: int, tag: str) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": "Answer with the city name only."},
+            {"role": "user", "content": f"{tag} {i}: capital?\nREPLY: City {i}"},
+        ]
+
+    async def gather(make: Any, tag: str, count: int) -> None:
+        semaphore = asyncio.Semaphore(c)
+
+        async def one(i: int) -> None:
+            async with semaphore:
+                await make(i, tag)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+
+    def aiohttp_layer(tag: str) -> Any:
+        async def body() -> None:
+            async with aiohttp.ClientSession() as session:
+
+                async def post(i: int, tag: str) -> None:
+                    payload = {"model": "fake-model", "messages": messages(i, tag)}
+                    async with session.post(url + "/chat/completions", json=payload) as r:
+                        await r.json()
+
+                await gather(post, tag, n)
+
+        return body
+
+    def litellm_layer(tag: str) -> Any:
+        async def call(i: int, tag: str) -> None:
+            await litellm.acompletion(
+                model="openai/fake-model",
+                messages=messages(i, tag),
+                api_base=url,
+                api_key="sk-fake-bench",
+                timeout=30,
+                num_retries=0,
+                max_retries=0,
+                temperature=0,
+                max_tokens=16,
+            )
+
+        return lambda: gather(call, tag, n)
+
+    def client_layer(tag: str) -> Any:
+        model = ModelConfig(
+            id="openai/fake-model", api_base=url, api_key_env=KEY_ENV, concurrency=c, timeout_s=30
+        )
+
+        async def body() -> None:
+            client = ModelClient(model, cache_mode="off")
+
+            async def call(i: int, tag: str) -> None:
+                await client.complete(
+                    ChatRequest(
+                        messages=messages(i, tag), params={"temperature": 0, "max_tokens": 16}
+                    )
+                )
+
+            await gather(call, tag, n)
+
+        return body
+
+    def run_suite(name: str, cases: int, extra: dict[str, Any]) -> None:
+        root = tmp / name
+        suite = write_project(root, cases, url, c)
+        execute(suite, project_dir=root, store_path=root / "evals.db", options=RunOptions(**extra))
+
+    trace = "--no-trace" not in args.extra
+    print(
+        f"in-process, after warm-up: N={n} calls, C={c}, fake server latency "
+        f"{args.latency_ms:g} ms in its own process"
+    )
+    # Warm-up: imports, litellm's first-call set-up, connection pools.
+    asyncio.run(litellm_layer("warm")())
+    run_suite("warm", 200, {"trace": trace})
+    if args.breakdown:
+        cpu_per_call("bare aiohttp POST + JSON", n, aiohttp_layer("aio"))
+        cpu_per_call("litellm.acompletion", n, litellm_layer("lite"))
+        cpu_per_call("ModelClient.complete (cache off)", n, client_layer("client"))
+        cpu, started = time.process_time(), time.perf_counter()
+        run_suite("full", n, {"trace": trace})
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - started
+        print(
+            f"  {'whole runner (execute, trace=' + str(trace) + ')':44s} "
+            f"{cpu / n * 1e3:6.2f} ms CPU/call  wall {wall:6.2f} s"
+        )
+        cpu, started = time.process_time(), time.perf_counter()
+        run_suite("full", n, {"trace": trace})
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - started
+        print(
+            f"  {'whole runner, every response cached':44s} "
+            f"{cpu / n * 1e3:6.2f} ms CPU/call  wall {wall:6.2f} s"
+        )
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run_suite("profiled", n, {"trace": trace})
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+        report_profile(args.profile, n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--profile", help="profile the runner in-process; write stats here")
+    parser.add_argument("--breakdown", action="store_true", help="CPU per call, layer by layer")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    parser.add_argument("extra", nargs="*", help="more `evals run` options (after --)")
+    args = parser.parse_args()
+
+    print(f"evals --help: {help_time():.2f} s (best of 3)")
+    server, url = start_server(args.latency_ms)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    try:
+        suite = write_project(tmp, args.cases, url, args.concurrency)
+        run_args = ["run", str(suite.relative_to(tmp)), "--store", str(tmp / "evals.db"),
+                    "--json", *args.extra]  # fmt: skip
+        floor = args.cases * args.latency_ms / 1000 / args.concurrency
+        if args.breakdown or args.profile:
+            in_process(tmp, url, args)
+            return
+        before = server_requests(url)
+        first = timed_run(tmp, run_args)
+        sent = server_requests(url) - before
+        summary = first["summary"]
+        print(
+            f"cases N={args.cases}  latency L={args.latency_ms:g} ms  concurrency C="
+            f"{args.concurrency}  extra={' '.join(args.extra) or '-'}"
+        )
+        print(
+            f"run:    wall {first['wall']:.2f} s  floor N*L/C {floor:.2f} s  "
+            f"ratio {first['wall'] / floor:.2f}x  cpu {first['cpu']:.2f} s  "
+            f"({first['cpu'] / args.cases * 1e3:.2f} ms/case)  requests {sent}  "
+            f"results {summary['results']}  errors {summary['errors']}"
+        )
+        before = server_requests(url)
+        second = timed_run(tmp, run_args)
+        sent = server_requests(url) - before
+        cached = sum(m["cached"] for m in second["summary"]["models"].values())
+        print(
+            f"re-run: wall {second['wall']:.2f} s  cpu {second['cpu']:.2f} s  "
+            f"requests {sent}  cached {cached}/{second['summary']['results']}"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if args.keep:
+            print(f"project kept in {tmp}")
+        else:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
