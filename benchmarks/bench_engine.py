@@ -292,6 +292,8 @@ def in_process(tmp: Path, url: str, args: argparse.Namespace) -> None:
             f"  {'whole runner, every response cached':44s} "
             f"{cpu / n * 1e3:6.2f} ms CPU/call  wall {wall:6.2f} s"
         )
+    if args.sample:
+        sample_profile(lambda: run_suite("sampled", n, {"trace": trace}), n)
     if args.profile:
         import cProfile
 
@@ -303,6 +305,76 @@ def in_process(tmp: Path, url: str, args: argparse.Namespace) -> None:
         report_profile(args.profile, n)
 
 
+# Where a sample's time goes: the first rule (in this order) matching any frame on its stack.
+COMPONENTS = [
+    ("litellm call (incl. the openai SDK, httpx, aiohttp, pydantic under it)", ("litellm/",)),
+    ("tracing (our helpers + OpenTelemetry SDK)", ("/tracing/", "opentelemetry/")),
+    ("store: SQLite writes, cache reads (ours)", ("harness/store.py",)),
+    ("scorers (ours + rapidfuzz etc.)", ("harness/scorers/",)),
+    ("prompt rendering (jinja2)", ("harness/prompts.py", "harness/templates.py", "jinja2/")),
+    ("ModelClient: retries, cache key, cost (ours)", ("harness/providers.py", "tenacity/")),
+    ("runner and targets (ours)", ("harness/runner.py", "harness/targets.py")),
+    ("asyncio event loop", ("asyncio/",)),
+]
+
+
+def sample_profile(body: Any, cases: int) -> None:
+    """Statistical profile (pyinstrument) of the main thread, by component (inclusive: what
+    each layer costs with everything it calls) and by function. Unlike cProfile it does not
+    inflate deep Python call stacks."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    cpu = time.process_time()
+    profiler.start()
+    body()
+    session = profiler.stop()
+    cpu = time.process_time() - cpu
+    idle = "idle (waiting in epoll)"
+    by_component: dict[str, float] = defaultdict(float)
+    by_function: dict[tuple[str, str], float] = defaultdict(float)
+
+    def walk(frame: Any, parent: tuple[str, str], stack: tuple[str, ...]) -> None:
+        path = frame.file_path or ""
+        synthetic = frame.function in ("[self]", "[await]")
+        if synthetic:
+            who, where = parent  # a frame's own time, shown as a synthetic child
+        else:
+            builtin = not path or path.startswith("<built-in")
+            who = parent[0] if builtin else owner(path)  # C functions count for their caller
+            where = f"{Path(path).name}:{frame.line_no}({frame.function})"
+            stack = (*stack, path if frame.function != "select" else "<select>")
+        if synthetic or not frame.children:  # count each sample once, at its leaf
+            if "<select>" in stack:
+                component = idle
+            else:
+                component = next(
+                    (name for name, marks in COMPONENTS
+                     if any(mark in p for p in stack for mark in marks)),
+                    "other",
+                )  # fmt: skip
+            by_component[component] += frame.time
+            by_function[(who, where)] += frame.time if component != idle else 0.0
+        for child in frame.children:
+            walk(child, (who, where), stack)
+
+    walk(session.root_frame(), ("builtins (C)", "<root>"), ())
+    busy = sum(v for k, v in by_component.items() if k != idle)
+    print(
+        f"\nsampled profile: {busy:.1f} s busy samples; process CPU {cpu:.1f} s = "
+        f"{cpu / cases * 1e3:.2f} ms/case (ms/case below: busy share x process CPU)"
+    )
+    print("by component, inclusive:")
+    for name, seconds in sorted(by_component.items(), key=lambda kv: -kv[1]):
+        if name != idle:
+            per_case = cpu * seconds / busy / cases * 1e3
+            print(f"  {100 * seconds / busy:5.1f}%  {per_case:6.3f} ms/case  {name}")
+    print("top functions by self time (C functions count for their Python caller's package):")
+    ranked = sorted(by_function.items(), key=lambda kv: -kv[1])[:25]
+    for (who, where), seconds in ranked:
+        print(f"  {100 * seconds / busy:5.1f}%  {who:20s} {where}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10_000)
@@ -310,10 +382,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--profile", help="profile the runner in-process; write stats here")
     parser.add_argument("--breakdown", action="store_true", help="CPU per call, layer by layer")
+    parser.add_argument("--sample", action="store_true", help="pyinstrument profile, in-process")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
     parser.add_argument("extra", nargs="*", help="more `evals run` options (after --)")
     args = parser.parse_args()
 
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average {load} (other work on the machine skews wall)")
     print(f"evals --help: {help_time():.2f} s (best of 3)")
     server, url = start_server(args.latency_ms)
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
@@ -322,7 +397,7 @@ def main() -> None:
         run_args = ["run", str(suite.relative_to(tmp)), "--store", str(tmp / "evals.db"),
                     "--json", *args.extra]  # fmt: skip
         floor = args.cases * args.latency_ms / 1000 / args.concurrency
-        if args.breakdown or args.profile:
+        if args.breakdown or args.profile or args.sample:
             in_process(tmp, url, args)
             return
         before = server_requests(url)
@@ -347,6 +422,14 @@ def main() -> None:
             f"re-run: wall {second['wall']:.2f} s  cpu {second['cpu']:.2f} s  "
             f"requests {sent}  cached {cached}/{second['summary']['results']}"
         )
+        fixed = timed_run(tmp, [*run_args, "--limit", "1"])
+        print(
+            f"fixed cost (`--limit 1`, cached): wall {fixed['wall']:.2f} s  "
+            f"cpu {fixed['cpu']:.2f} s  ->  per case beyond it: run "
+            f"{(first['cpu'] - fixed['cpu']) / args.cases * 1e3:.2f} ms CPU, re-run "
+            f"{(second['cpu'] - fixed['cpu']) / args.cases * 1e3:.2f} ms CPU"
+        )
+        print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -47,9 +47,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tokens", type=int, default=None, help="default: the prompt's")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the demo set")
-    parser.add_argument("--omp-wait-policy", default=None, help="e.g. ACTIVE to compare")
+    parser.add_argument(
+        "--omp-wait-policy",
+        default=None,
+        help="ACTIVE or PASSIVE to compare; 'unset' for libgomp's default (spin, then sleep)",
+    )
     args = parser.parse_args()
-    if args.omp_wait_policy:
+    if args.omp_wait_policy == "unset":
+        os.environ.pop("OMP_WAIT_POLICY", None)
+        import llama_cpp  # libgomp starts now, before local_llm can set its default
+    elif args.omp_wait_policy:
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
 
     started = time.perf_counter()
@@ -85,9 +92,14 @@ def main() -> None:
 
     calls = len(latencies)
     print(f"model            {local_llm.model_path()}")
-    print(f"threads          {llm.n_threads}   OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    policy = (
+        args.omp_wait_policy
+        if args.omp_wait_policy == "unset"
+        else os.environ.get("OMP_WAIT_POLICY")
+    )
+    print(f"threads          {llm.n_threads}   OMP_WAIT_POLICY={policy}")
     print(f"import           {import_s * 1000:.0f} ms (harness.local_llm, llama_cpp not loaded)")
-    print(f"load             {load_s:.2f} s (llama_cpp import + GGUF load)")
+    print(f"load             {load_s:.2f} s (GGUF load, with llama_cpp import unless unset)")
     print(f"calls            {calls} demo questions x {args.repeat}, max_tokens {max_tokens}")
     print(
         f"prompt           {prompt_tokens} tokens in {prompt_ms / 1000:.2f} s = "

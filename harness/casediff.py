@@ -1,11 +1,13 @@
-"""Per-case differences between two runs: flips and stability, cost and latency, errors."""
+"""Per-case differences between two runs: flips and stability, cost and latency, errors, and
+(RAG runs) gold documents that left or entered the retrieved top k."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from harness import stats
+from harness.retrieval_metrics import matches_document
 from harness.store import ResultRow
 
 Key = tuple[str, int]  # (case id, epoch) within one model
@@ -236,3 +238,53 @@ def errors(base: list[ResultRow], cand: list[ResultRow]) -> list[ErrorItem]:
                     )
                 )
     return items
+
+
+@dataclass
+class GoldChange:
+    """A case whose labelled relevant documents (or chunks) in the retrieved top k differ."""
+
+    case_id: str
+    dropped: list[str]  # gold labels retrieved by the baseline, not by the candidate
+    gained: list[str]  # the reverse
+    base_k: int  # chunks each side retrieved
+    cand_k: int
+
+
+def _gold(row: ResultRow) -> list[str]:
+    data = row.case_data or {}
+    value = (data.get("fields") or {}).get("relevant")
+    if value is None:
+        value = (data.get("metadata") or {}).get("relevant")
+    items = value if isinstance(value, list) else [] if value is None else [value]
+    return [str(v) for v in items]
+
+
+def _retrieved(rows: list[ResultRow]) -> dict[str, list[dict[str, Any]]]:
+    """Per case: the chunks its first result that retrieved anything stored."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        chunks = (row.detail or {}).get("retrieved")
+        if isinstance(chunks, list) and row.case_id not in found:
+            found[row.case_id] = [c for c in chunks if isinstance(c, dict)]
+    return found
+
+
+def _found(label: str, chunks: list[dict[str, Any]]) -> bool:
+    return any(label == str(c.get("id")) or matches_document(label, str(c.get("document_id")))
+               for c in chunks)
+
+
+def gold_changes(base: list[ResultRow], cand: list[ResultRow]) -> list[GoldChange]:
+    """Cases of RAG runs (results with retrieved chunks and `relevant` labels) whose gold
+    documents dropped out of, or came into, the top k between the runs."""
+    before, after = _retrieved(base), _retrieved(cand)
+    labels = {row.case_id: _gold(row) for row in [*base, *cand] if _gold(row)}
+    changes = []
+    for case_id in sorted(before.keys() & after.keys() & labels.keys()):
+        old, new = before[case_id], after[case_id]
+        dropped = [g for g in labels[case_id] if _found(g, old) and not _found(g, new)]
+        gained = [g for g in labels[case_id] if _found(g, new) and not _found(g, old)]
+        if dropped or gained:
+            changes.append(GoldChange(case_id, dropped, gained, len(old), len(new)))
+    return changes

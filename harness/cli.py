@@ -56,6 +56,8 @@ def run(
     cache: str = typer.Option("auto", "--cache", help="auto|on|off|read-only|refresh "
                               "(auto: on for temperature 0)."),
     max_error_rate: float = typer.Option(0.10, "--max-error-rate", min=0.0, max=1.0),
+    workers: int = typer.Option(0, "--workers", min=0, max=16, help="Processes sharing the "
+                                "run (0 = auto: every core for runs of 2,000+ remote calls)."),
     shard: str | None = typer.Option(None, "--shard", help="Run shard i of n (e.g. 2/4) of the "
                                      "selected cases; join shard run files with `evals merge`."),
     resume: str | None = typer.Option(None, "--resume", help="Continue a run: RUN_ID or last."),
@@ -66,6 +68,8 @@ def run(
                                          "and completion text in spans (metadata stays)."),
     otlp_endpoint: str | None = typer.Option(None, "--otlp-endpoint", help="Also export spans "
                                              "over OTLP/HTTP (or OTEL_EXPORTER_OTLP_ENDPOINT)."),
+    chroma_url: str | None = typer.Option(None, "--chroma-url", help="A chroma server for a "
+                                          "rag suite's index (default: .evals/chroma files)."),
 ) -> None:
     """Run a suite: every case x model x epoch, scored, stored and summarised."""
     from harness import render
@@ -82,7 +86,8 @@ def run(
     options = RunOptions(
         repeat=repeat, concurrency=concurrency, cache_mode=cache,  # type: ignore[arg-type]
         max_error_rate=max_error_rate, trace=trace, capture_content=capture_content,
-        otlp_endpoint=otlp_endpoint,
+        workers=workers,
+        otlp_endpoint=otlp_endpoint, chroma_url=chroma_url,
         selection=Selection(limit=limit, sample=sample, seed=seed, filters=list(filters),
                             shard=shard_spec),
     )
@@ -217,16 +222,16 @@ def import_run(
     store: Path | None = STORE_OPTION,
 ) -> None:
     """Read a run file into the store."""
-    from harness.runfile import read_run_file
+    from harness.runfile import import_run_file, read_run_file
     from harness.store import Store
 
     try:
-        header, results = read_run_file(file)
+        read_run_file(file)  # a bad file must not even create the store
         with Store.open(_store_path(store)) as db:
-            db.import_run(header["run"], results)
+            header, count = import_run_file(db, file)
     except HarnessError as exc:
         raise _fail(exc) from None
-    err.print(f"imported run {header['run']['id']} ({len(results)} results)")
+    err.print(f"imported run {header['run']['id']} ({count} results, with its versions and labels)")
 
 
 @app.command()
@@ -264,3 +269,11 @@ app.command("diff")(cli_versions.diff_runs)
 from harness import cli_traces  # noqa: E402
 
 cli_traces.register(app)  # traces, trace, dataset from-traces
+
+from harness import cli_index  # noqa: E402
+
+app.add_typer(cli_index.index_app, name="index")  # index build, list, show, diff
+
+from harness import cli_view  # noqa: E402
+
+cli_view.register(app)  # view, annotations export

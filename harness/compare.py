@@ -21,7 +21,16 @@ from typing import Any
 import numpy as np
 
 from harness import stats
-from harness.casediff import CaseFlip, CostLatency, ErrorItem, case_flips, costs, errors
+from harness.casediff import (
+    CaseFlip,
+    CostLatency,
+    ErrorItem,
+    GoldChange,
+    case_flips,
+    costs,
+    errors,
+    gold_changes,
+)
 from harness.lineage_diff import lineage_diff
 from harness.runrefs import LoadedRun
 from harness.store import ResultRow
@@ -128,6 +137,7 @@ class Comparison:
     errors: list[ErrorItem]
     settings: Settings
     notes: list[str] = field(default_factory=list)
+    gold: list[GoldChange] = field(default_factory=list)  # RAG runs: gold docs in/out of top k
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -348,4 +358,5 @@ def compare_runs(
         errors=errors(base.results, cand.results),
         settings=settings,
         notes=notes,
+        gold=gold_changes(base.results, cand.results),
     )

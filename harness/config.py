@@ -99,13 +99,18 @@ class ModelConfig(Strict):
 
 class TargetConfig(Strict):
     """What is evaluated: chat (prompt -> model), replay (outputs in the dataset), python
-    (the user's function), agent (the model calling the suite's tools until it answers)."""
+    (the user's function), agent (the model calling the suite's tools until it answers), rag
+    (retrieve with a retrieval config, then prompt -> model), retrieval (retrieve only)."""
 
-    type: Literal["chat", "replay", "python", "agent"]
+    type: Literal["chat", "replay", "python", "agent", "rag", "retrieval"]
     function: str | None = None
     output_field: str = "output"
     tools: list[str] = Field(default_factory=list)
     max_steps: int = Field(default=8, ge=1, le=100)
+    retrieval: str | None = Field(default=None, min_length=1)  # retrieval/<name>.yaml or a path
+    top_k: int | None = Field(default=None, ge=1, le=1000)  # overrides the config's search.top_k
+    query: str | None = Field(default=None, min_length=1)  # template over the case's variables
+    filters: dict[str, Any] | None = None  # metadata filters, values templated per case
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +130,14 @@ class TargetConfig(Strict):
             raise ValueError("a python target needs 'function: module:function'")
         if self.type == "agent" and not self.tools:
             raise ValueError("an agent target needs 'tools: [module:function, ...]'")
+        if self.type in ("rag", "retrieval"):
+            if not self.retrieval:
+                raise ValueError(f"a {self.type} target needs 'retrieval: <name>' "
+                                 "(retrieval/<name>.yaml, or a .yaml path)")
+        else:
+            for key in ("retrieval", "top_k", "query", "filters"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' applies only to rag and retrieval targets")
         return self
 
 
@@ -213,11 +226,14 @@ class SuiteConfig(Strict):
 
     @model_validator(mode="after")
     def _needs_prompt_and_models(self) -> SuiteConfig:
-        if self.target.type in ("chat", "agent"):
+        if self.target.type in ("chat", "agent", "rag"):
             if not self.prompt:
                 raise ValueError(f"a {self.target.type} target needs 'prompt'")
             if not self.models:
                 raise ValueError(f"a {self.target.type} target needs at least one model")
+        if self.target.type == "retrieval" and (self.prompt or self.models):
+            raise ValueError("a retrieval target calls no model and renders no prompt; remove "
+                             "'prompt' and 'models' (or use type: rag)")
         labels = [m.label for m in self.models]
         dupes = {x for x in labels if labels.count(x) > 1}
         if dupes:

@@ -15,6 +15,7 @@ is greedy, so the output is deterministic.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import functools
 import importlib
@@ -148,8 +149,21 @@ def _load_locked(name: str) -> Llama:
             seed=SEED,
             verbose=False,
         )
+        if not _loaded:
+            atexit.register(_close_all)
         _loaded[name] = llm
     return llm
+
+
+def _close_all() -> None:
+    """Free the models before interpreter teardown, when llama_cpp's own `__del__` fails."""
+    # A daemon thread may still be inside a call; then leave the memory to the OS.
+    if _lock.acquire(timeout=5):
+        try:
+            while _loaded:
+                _loaded.popitem()[1].close()
+        finally:
+            _lock.release()
 
 
 def _text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

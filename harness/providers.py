@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import json
 import os
 import random
@@ -147,6 +148,13 @@ class ChatResponse:
         )
 
 
+@dataclass
+class _Attempts:
+    """How many times a call was sent, known to the caller even when it failed for good."""
+
+    count: int = 0
+
+
 class ResponseCache(Protocol):
     """Where cached responses live (the run store implements it)."""
 
@@ -211,6 +219,9 @@ def classify(exc: BaseException) -> _Failure:
     ]
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return _Failure("timeout", True, None)
+    if "Missing credentials" in str(exc) or "api_key client option must be set" in str(exc):
+        # litellm reports a missing key as a 500; no retry can fix it.
+        return _Failure("auth", False, status)
     if isinstance(exc, litellm.InternalServerError):
         # litellm reports a dropped connection and an unparseable body as a 500 no server sent.
         cause = _transport_failure(exc)
@@ -302,6 +313,16 @@ class ModelClient:
         self.calls = 0
         self.cache_hits = 0
 
+    def share(self, processes: int) -> None:
+        """This process is one of `processes` sharing the model: take a fair part of its
+        concurrency and rate limits, so together they keep the configured totals."""
+        if processes <= 1:
+            return
+        self.concurrency = max(1, math.ceil(self.concurrency / processes))
+        self._semaphore = asyncio.Semaphore(self.concurrency)
+        self._rpm = _limiter(self.model.rpm / processes if self.model.rpm else None)
+        self._tpm = _limiter(self.model.tpm / processes if self.model.tpm else None)
+
     def _use_cache(self, request: ChatRequest) -> tuple[bool, bool]:
         """(read from the cache, write to the cache) for this request."""
         if self.cache is None or self.cache_mode == "off":
@@ -321,9 +342,16 @@ class ModelClient:
         span_params = {**request.params, **({"tools": [t.get("function", t).get("name")
                                                         for t in request.tools]}
                                              if request.tools else {})}
+        tried = _Attempts()
         with tracing.llm_span(None, self.model.id, params=span_params,
                               messages=request.messages) as span:
-            response = await self._complete(request)
+            try:
+                response = await self._complete(request, tried)
+            except ProviderCallError:
+                # Failed for good: the span gets the error on the way out; record the retries.
+                span.set_attributes({tracing_names.EVALS_CACHE_HIT: False,
+                                     tracing_names.EVALS_RETRIES: max(0, tried.count - 1)})
+                raise
             span.set_response(
                 text=response.text, finish_reason=response.finish_reason,
                 input_tokens=response.input_tokens, output_tokens=response.output_tokens,
@@ -334,7 +362,8 @@ class ModelClient:
             span.set_attribute(tracing_names.EVALS_LATENCY_MS, round(response.latency_ms, 3))
             return response
 
-    async def _complete(self, request: ChatRequest) -> ChatResponse:
+    async def _complete(self, request: ChatRequest, tried: _Attempts | None = None
+                        ) -> ChatResponse:
         read, write = self._use_cache(request)
         key = cache_key(self.model, request) if (read or write) and self.cache else None
         if read and key is not None and self.cache is not None:
@@ -343,12 +372,13 @@ class ModelClient:
             if payload is not None:
                 self.cache_hits += 1
                 return ChatResponse.from_payload(payload, (time.perf_counter() - started) * 1e3)
-        response = await self._call_with_retries(request)
+        response = await self._call_with_retries(request, tried)
         if write and key is not None and self.cache is not None and _cacheable(request, response):
             self.cache.cache_put(key, self.model.id, response.to_payload())
         return response
 
-    async def _call_with_retries(self, request: ChatRequest) -> ChatResponse:
+    async def _call_with_retries(self, request: ChatRequest, tried: _Attempts | None = None
+                                 ) -> ChatResponse:
         model = self.model
         waits: list[float] = []
 
@@ -361,7 +391,9 @@ class ModelClient:
             return delay
 
         def retryable(exc: BaseException) -> bool:
-            return classify(exc).retryable
+            # tenacity sees every BaseException: a cancelled call (Ctrl-C, the grace period)
+            # must stop, never be retried as if the provider had failed.
+            return isinstance(exc, Exception) and classify(exc).retryable
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(model.max_attempts) | stop_before_delay(model.retry_budget_s),
@@ -379,6 +411,8 @@ class ModelClient:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             failure = classify(exc)
+            if tried is not None:
+                tried.count = attempts
             if self._on_call:
                 self._on_call(request, None, exc)
             raise ProviderCallError(
@@ -537,14 +571,32 @@ def check_model(model: ModelConfig, *, where: str) -> None:
             field=where,
         )
     if is_local(model.id):
-        local_llm.model_path(model.id.split("/", 1)[1])
+        try:
+            local_llm.model_path(model.id.split("/", 1)[1])
+        except local_llm.LocalModelUnavailable as exc:
+            raise ConfigError(str(exc), field=where) from None
         return
     litellm = litellm_module()
     try:
-        litellm.get_llm_provider(model=model.id, api_base=model.api_base)
+        _, provider, _, _ = litellm.get_llm_provider(model=model.id, api_base=model.api_base)
     except Exception:
         raise ConfigError(
             f"unknown model {model.id!r}: litellm cannot tell its provider; use a litellm model "
             "string such as 'openai/gpt-4o-mini' or 'local/smollm2'",
             field=where,
         ) from None
+    if model.api_key_env:
+        return
+    try:
+        needed = litellm.validate_environment(model=model.id, api_base=model.api_base)
+    except Exception:  # litellm cannot tell: let the call itself report
+        return
+    missing = [k for k in needed.get("missing_keys") or [] if not os.environ.get(k)]
+    if provider == "openai" and not os.environ.get("OPENAI_API_KEY"):
+        missing = missing or ["OPENAI_API_KEY"]
+    if missing:
+        raise ConfigError(
+            f"{model.label} needs {', '.join(missing)} in the environment "
+            "(or name the variable holding its key with api_key_env)",
+            field=where,
+        )

@@ -28,6 +28,7 @@ WORKING_COPY = "current"  # the selector naming the file on disk, never a label
 LABEL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 VERSION_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
 MAX_LISTED = 8
+CLI_KINDS = ("prompt", "rubric", "retrieval")  # kinds with `evals <kind> register`
 
 
 @dataclass(frozen=True)
@@ -176,13 +177,12 @@ def labels_of(store: Store, kind: str, name: str) -> dict[str, str]:
 
 
 def _known(store: Store, kind: str, name: str) -> str:
+    """What a name does have, for error messages: its labels and versions, or how to add one."""
     labels = labels_of(store, kind, name)
     versions = [r.version for r in list_versions(store, kind, name)]
     if not versions:
-        return (
-            f"{kind} {name!r} has no registered versions (register one with "
-            f"`evals {kind} register {name}`)"
-        )
+        hint = f"; register one with `evals {kind} register {name}`" if kind in CLI_KINDS else ""
+        return f"none is registered{hint}"
     shown = ", ".join(versions[:MAX_LISTED]) + (
         f" and {len(versions) - MAX_LISTED} more" if len(versions) > MAX_LISTED else ""
     )

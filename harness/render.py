@@ -107,7 +107,8 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
     table = Table(title="runs", title_justify="left")
     for column in ("run", "suite", "status", "started", "models", "pass", "errors", "cost",
                    "commit"):
-        table.add_column(column)
+        # Ids are what users copy into the next command: never wrap or cut them.
+        table.add_column(column, no_wrap=column == "run", min_width=22 if column == "run" else None)
     for run in runs:
         summary = run.get("summary") or {}
         models = summary.get("models", {})

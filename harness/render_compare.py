@@ -159,6 +159,23 @@ def flips_table(comparison: Comparison) -> Table | Text:
     return table
 
 
+def gold_table(comparison: Comparison) -> Table | None:
+    """RAG runs: the gold documents that left (or entered) each case's retrieved top k."""
+    if not comparison.gold:
+        return None
+    dropped = sum(1 for g in comparison.gold if g.dropped)
+    table = Table(title=f"gold documents: dropped out of the top k in {dropped} case(s)",
+                  title_justify="left")
+    for column in ("case", "dropped", "gained", "k base/cand"):
+        table.add_column(column, overflow="fold")
+    for item in comparison.gold[:MAX_ROWS]:
+        table.add_row(_t(item.case_id), _t(", ".join(item.dropped), "red"),
+                      _t(", ".join(item.gained), "green"), _t(f"{item.base_k}/{item.cand_k}"))
+    if len(comparison.gold) > MAX_ROWS:
+        table.caption = f"{len(comparison.gold) - MAX_ROWS} more in --json"
+    return table
+
+
 def errors_table(comparison: Comparison) -> Table | None:
     if not comparison.errors:
         return None
@@ -195,6 +212,9 @@ def comparison_parts(comparison: Comparison) -> list[Any]:
     if comparison.slices:
         parts.append(metrics_table(comparison.slices, f"by {', '.join(comparison.by)}"))
     parts += [costs_table(comparison), flips_table(comparison)]
+    gold = gold_table(comparison)
+    if gold is not None:
+        parts.append(gold)
     errors = errors_table(comparison)
     if errors is not None:
         parts.append(errors)

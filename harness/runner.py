@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import signal
 import secrets
 import time
 from collections import deque
@@ -14,12 +17,13 @@ from typing import Any
 
 import tracing
 from harness import lineage
+from harness import workers as workers_mod
 from tracing import conventions as names
 from harness.artifacts import prompt_resolver
 from harness.cases import Case
 from harness.config import ModelConfig
 from harness.errors import ConfigError, RunAborted
-from harness.providers import CacheMode, ModelClient, check_model
+from harness.providers import CacheMode, ModelClient, check_model, is_local
 from harness.run_versions import record_run_versions, suite_content
 from harness.scorers import Score, ScoreContext, Scorer
 from harness.store import ResultRow, ScoreRow, Store
@@ -44,6 +48,8 @@ class RunOptions:
     trace: bool = True
     capture_content: bool = True
     otlp_endpoint: str | None = None
+    chroma_url: str | None = None  # a chroma server for the run's index (default: local files)
+    workers: int = 0  # processes sharing the run; 0 = auto (both cores for big remote runs)
     selection: Selection = field(default_factory=Selection)
     command: list[str] | None = None
 
@@ -112,8 +118,10 @@ def build_manifest(suite: Suite, options: RunOptions, run_id: str) -> dict[str, 
 def _artifacts(suite: Suite) -> dict[str, list[dict[str, Any]]]:
     """Versioned artifacts beyond prompt and dataset (rubrics, retrieval configs, indexes)."""
     found: dict[str, list[dict[str, Any]]] = {"retrieval": [], "index": [], "rubric": []}
-    for scorer in suite.scorers:
-        for kind, entries in scorer.artifacts().items():
+    target = getattr(suite.target, "artifacts", None)  # a rag target's config and index
+    sources = [target] if target is not None else []
+    for artifacts in [*sources, *(scorer.artifacts for scorer in suite.scorers)]:
+        for kind, entries in artifacts().items():
             for entry in entries:
                 if entry not in found.setdefault(kind, []):
                     found[kind].append(entry)
@@ -147,8 +155,13 @@ class Runner:
         on_progress: Callable[[Progress], None] | None = None,
         run_id: str | None = None,
         resume: bool = False,
+        worker_spec: workers_mod.WorkerSpec | None = None,
     ) -> None:
         self.suite = suite
+        self.worker_spec = worker_spec  # how a child process rebuilds this run (None: no children)
+        self._children: list[Any] = []
+        self._queues: dict[str, Any] = {}
+        self._shared = False
         self.store = store
         self.options = options
         self.on_progress = on_progress
@@ -164,6 +177,7 @@ class Runner:
     def request_stop(self) -> None:
         """Stop scheduling new work; in-flight work finishes (bounded by the grace period)."""
         self._stopping.set()
+        self._signal_children()
 
     # --- setup ----------------------------------------------------------------------------
     def _prepare(self) -> set[tuple[str, str, int]]:
@@ -210,21 +224,24 @@ class Runner:
         self.progress.total, self.progress.done = planned, len(done_keys)
         if self.on_progress:  # the run is valid and planned: progress may show from now on
             self.on_progress(self.progress)
+        pending = sum(len(q) for q in queues.values())
+        processes = self.options.workers or workers_mod.auto_workers(
+            pending, any(client is not None and is_local(client.model.id)
+                         for client in self.clients.values()))
+        sources: dict[str, Any]
+        if processes > 1 and self.worker_spec is not None and pending > 1:
+            sources = self._start_children(queues, processes)
+        else:
+            sources = {label: workers_mod.LocalSource(q) for label, q in queues.items()}
         flusher = asyncio.create_task(self._flush_loop())
-        workers = []
-        for label, _ in models:
-            client = self.clients[label]
-            count = client.concurrency if client is not None else (
-                self.options.concurrency or self.suite.config.concurrency or 8)
-            for _ in range(min(count, max(1, len(queues[label])))):
-                workers.append(asyncio.create_task(self._worker(label, queues[label])))
         status = "completed"
         try:
-            await self._wait_workers(workers)
+            await self._wait_workers(self._start_workers(models, sources))
         finally:
             flusher.cancel()
             self.store.flush()
-        remaining = sum(len(q) for q in queues.values())
+            await self._join_children()
+        remaining = sum(source.remaining() for source in sources.values())
         results = self.store.results(self.run_id)
         if self._abort_reason:
             status = "aborted"
@@ -262,14 +279,103 @@ class Runner:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             self.store.flush()
+            if self._shared and self._children:
+                self._poll_progress()
+                if self._stopping.is_set():
+                    self._signal_children()
 
-    async def _worker(self, label: str, queue: deque[tuple[Case, int]]) -> None:
+    def _start_workers(self, models: list[tuple[str, ModelConfig | None]],
+                       sources: dict[str, Any]) -> list[asyncio.Task[None]]:
+        tasks = []
+        for label, _ in models:
+            client = self.clients[label]
+            count = client.concurrency if client is not None else (
+                self.options.concurrency or self.suite.config.concurrency or 8)
+            for _ in range(max(1, count)):
+                tasks.append(asyncio.create_task(self._worker(label, sources[label])))
+        return tasks
+
+    async def _worker(self, label: str, source: Any) -> None:
         client = self.clients[label]
-        while queue and not self._stopping.is_set():
-            case, epoch = queue.popleft()
+        while not self._stopping.is_set():
+            item = await source.take()
+            if item is None or self._stopping.is_set():
+                return
+            case, epoch = item
             result = await self.run_item(case, label, client, epoch)
             await self._save(result)
             self._record(result)
+
+    # --- worker processes -----------------------------------------------------------------
+    def _start_children(self, queues: dict[str, deque[tuple[Case, int]]],
+                        processes: int) -> dict[str, Any]:
+        """Share the pending work with processes-1 children through chunked queues."""
+        assert self.worker_spec is not None
+        self.worker_spec.processes = processes
+        for client in self.clients.values():
+            if client is not None:
+                client.share(processes)
+        context = workers_mod.spawn_context()
+        shared = workers_mod.fill_queues(context, {k: list(v) for k, v in queues.items()},
+                                         processes)
+        for _ in range(processes - 1):
+            child = context.Process(target=workers_mod.child_main,
+                                    args=(self.worker_spec, shared), daemon=True)
+            child.start()
+            self._children.append(child)
+        self._queues = shared
+        self._shared = True
+        cases = {case.id: case for case in self.suite.cases}
+        return {label: workers_mod.SharedSource(queue, cases) for label, queue in shared.items()}
+
+    async def _join_children(self) -> None:
+        if self._stopping.is_set():
+            self._signal_children()
+        for child in self._children:
+            await asyncio.to_thread(child.join, self.options.grace_s + 30)
+            if child.is_alive():
+                child.kill()
+        for queue in self._queues.values():
+            queue.cancel_join_thread()  # leftover chunks (after a stop) must not block exit
+        if self._children:
+            self._poll_progress()
+
+    def _signal_children(self) -> None:
+        for child in self._children:
+            if child.is_alive() and child.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+
+    def _poll_progress(self) -> None:
+        """With worker processes, progress and the error-rate check read the shared store."""
+        progress = self.progress
+        counts = self.store.result_counts(self.run_id)
+        progress.passed, progress.failed = counts.get("pass", 0), counts.get("fail", 0)
+        progress.errors = counts.get("error", 0)
+        progress.done = progress.passed + progress.failed + progress.errors
+        progress.cached, progress.cost_usd = counts.get("cached", 0), counts.get("cost", 0.0)
+        if self.on_progress:
+            self.on_progress(progress)
+        self._check_error_rate()
+
+    async def run_shared(self, queues: dict[str, Any]) -> None:
+        """A child process's part of a run: take shared work until none is left."""
+        models = self._make_clients()
+        for client in self.clients.values():
+            if client is not None and self.worker_spec is not None:
+                client.share(self.worker_spec.processes)
+        cases = {case.id: case for case in self.suite.cases}
+        sources = {label: workers_mod.SharedSource(queues[label], cases) for label, _ in models}
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        flusher = asyncio.create_task(self._flush_loop())
+        try:
+            await self._wait_workers(self._start_workers(models, sources))
+        finally:
+            flusher.cancel()
+            self.store.flush()
+            for queue in queues.values():
+                queue.cancel_join_thread()
 
     async def _save(self, result: ResultRow) -> None:
         """Commit a result before its worker takes more work, so a kill -9 loses only calls in
@@ -293,6 +399,8 @@ class Runner:
             commit.set_result(None)
 
     def _record(self, result: ResultRow) -> None:
+        if self._shared:  # counts come from the store (every process writes there)
+            return
         progress = self.progress
         progress.done += 1
         if result.status == "pass":
@@ -364,7 +472,7 @@ class Runner:
                                                                       strict=True)
                         if row.value is not None and row.status != "error"]
             total_weight = sum(w for w, _ in weighted)
-            if weighted and total_weight > 0:
+            if weighted and total_weight > 0 and status != "error":  # an error has no score
                 value = sum(w * (v or 0.0) for w, v in weighted) / total_weight
         return ResultRow(
             run_id=self.run_id, case_id=case.id, model=label, epoch=epoch, status=status,
@@ -431,6 +539,53 @@ def _wilson_low(k: int, n: int, z: float = 1.959964) -> float:
     return (centre - margin) / denom
 
 
+def load_for_run(suite_path: Path, *, project_dir: Path, store_path: Path,
+                 options: RunOptions, model_ids: list[str] | None) -> Suite:
+    """Load and validate a suite, check its models, and prepare its target (e.g. open a rag
+    index). Writes nothing to the run store."""
+    suite = load_suite(suite_path, project_dir=project_dir, selection=options.selection,
+                       model_ids=model_ids,
+                       resolve_prompt=prompt_resolver(store_path, project_dir))
+    for index, model in enumerate(suite.models):
+        try:
+            check_model(model, where=f"models[{index}]")
+        except ConfigError as exc:
+            loc: tuple[str | int, ...] = ("models", index) if index < len(
+                suite.config.models) else ()
+            raise suite.doc.error(exc.message, loc) from None
+    prepare = getattr(suite.target, "prepare", None)
+    if prepare is not None:  # e.g. open (or build) a rag target's index, now that all is valid
+        prepare(store_dir=store_path.parent, chroma_url=options.chroma_url)
+    return suite
+
+
+def _setup_tracing(options: RunOptions, store_path: Path, project: str) -> Any:
+    if not options.trace:
+        return None
+    return tracing.setup(store=store_path, otlp_endpoint=options.otlp_endpoint,
+                         capture_content=options.capture_content, project_name=project)
+
+
+def run_worker_process(suite: Suite, spec: workers_mod.WorkerSpec, queues: dict[str, Any]) -> None:
+    """A worker process's share of a run (see harness.workers): same store, same run id."""
+    store = Store.open(spec.store_path)
+    handle = _setup_tracing(spec.options, spec.store_path, suite.name)
+    runner = Runner(suite, store, spec.options, run_id=spec.run_id, resume=True,
+                    worker_spec=spec)
+    runner._shared = True
+
+    async def main() -> None:
+        with tracing.use_tracer(handle.tracer("evals-harness") if handle else None):
+            await runner.run_shared(queues)
+
+    try:
+        asyncio.run(main())
+    finally:
+        if handle is not None:
+            handle.shutdown()
+        store.close()
+
+
 def execute(
     suite_path: Path | None,
     *,
@@ -463,24 +618,16 @@ def execute(
         model_ids = model_ids or [m.get("name") or m["id"] for m in manifest.get("models", [])]
     if suite_path is None:
         raise ConfigError("give a suite file (e.g. evalsets/demo.yaml) or --resume RUN")
-    suite = load_suite(suite_path, project_dir=project_dir, selection=options.selection,
-                       model_ids=model_ids,
-                       resolve_prompt=prompt_resolver(store_path, project_dir))
-    for index, model in enumerate(suite.models):
-        try:
-            check_model(model, where=f"models[{index}]")
-        except ConfigError as exc:
-            loc: tuple[str | int, ...] = ("models", index) if index < len(
-                suite.config.models) else ()
-            raise suite.doc.error(exc.message, loc) from None
+    suite = load_for_run(suite_path, project_dir=project_dir, store_path=store_path,
+                         options=options, model_ids=model_ids)
     store = Store.open(store_path)
-    handle = tracing.setup(
-        store=store_path, otlp_endpoint=options.otlp_endpoint,
-        capture_content=options.capture_content, project_name=suite.name,
-    ) if options.trace else None
+    handle = _setup_tracing(options, store_path, suite.name)
     try:
         runner = Runner(suite, store, options, on_progress=on_progress, run_id=run_id,
                         resume=resume is not None)
+        runner.worker_spec = workers_mod.WorkerSpec(
+            suite_path=suite_path, project_dir=project_dir, store_path=store_path,
+            run_id=runner.run_id, options=options, model_ids=[m.label for m in suite.models])
         if on_start:
             on_start(runner)
 

@@ -8,11 +8,12 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness.errors import StoreError
+from tracing.redact import redact_value, refresh_secrets
 
 STORE_DIRNAME = ".evals"
 STORE_FILENAME = "evals.db"
@@ -170,6 +171,27 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX pairwise_results_runs ON pairwise_results(base_run, candidate_run);
     """,
+    # 4: human annotations of results (harness/annotations.py; append-only, the latest per
+    # result wins), and indexes for the viewer's filtered, sorted, paginated case tables.
+    """
+    CREATE TABLE annotations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        case_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        label TEXT CHECK (label IN ('correct', 'incorrect')),
+        tags TEXT NOT NULL DEFAULT '[]',
+        note TEXT NOT NULL DEFAULT '',
+        author TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX annotations_result ON annotations(run_id, case_id, model, epoch, id);
+    CREATE INDEX results_run_status ON results(run_id, status);
+    CREATE INDEX results_run_score ON results(run_id, score);
+    CREATE INDEX results_run_latency ON results(run_id, latency_ms);
+    CREATE INDEX results_run_cost ON results(run_id, cost_usd);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -220,6 +242,19 @@ class ResultRow:
         return cls(**fields)
 
 
+def _redacted(result: ResultRow) -> ResultRow:
+    """A copy of `result` with secrets redacted from its text and JSON fields."""
+    return replace(
+        result,
+        output=redact_value(result.output),
+        error=redact_value(result.error),
+        case_data=redact_value(result.case_data),
+        detail=redact_value(result.detail),
+        scores=[replace(s, reason=redact_value(s.reason), detail=redact_value(s.detail))
+                for s in result.scores],
+    )
+
+
 def default_store_path(cwd: Path | None = None) -> Path:
     """`$EVALS_HOME/evals.db`, else `.evals/evals.db` in the working directory."""
     home = os.environ.get("EVALS_HOME")
@@ -261,6 +296,7 @@ class Store:
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> Store:
         """Open (and migrate) the store; a missing file is created only when `create`."""
+        refresh_secrets()  # the secret env values results are redacted of (see `flush`)
         if not path.exists():
             if not create:
                 raise StoreError(f"no run store at {path} (run `evals run` first, or pass --store)")
@@ -401,11 +437,16 @@ class Store:
         self._pending_results.append(result)
 
     def flush(self) -> int:
-        """Write buffered results and cache entries atomically. Returns results written."""
+        """Write buffered results and cache entries atomically. Returns results written.
+
+        No secret reaches the store: results and scores are written with API-key patterns and
+        the values of secret-named environment variables redacted (`tracing.redact`), dataset
+        content included."""
         results, cache = self._pending_results, self._pending_cache
         if not results and not cache:
             return 0
         self._pending_results, self._pending_cache = [], {}
+        results = [_redacted(r) for r in results]
         with self.transaction():
             self.conn.executemany(
                 "INSERT OR REPLACE INTO results VALUES "
@@ -431,6 +472,18 @@ class Store:
                 self.conn.executemany(
                     "INSERT OR REPLACE INTO response_cache VALUES (?,?,?,?)", list(cache.values()))
         return len(results)
+
+    def result_counts(self, run_id: str) -> dict[str, Any]:
+        """Results of a run so far by status, plus cached count and cost (for progress)."""
+        counts: dict[str, Any] = {"cached": 0, "cost": 0.0}
+        for status, count, cached, cost in self.conn.execute(
+            "SELECT status, COUNT(*), SUM(cached), SUM(cost_usd) FROM results WHERE run_id = ? "
+            "GROUP BY status", (run_id,)
+        ):
+            counts[status] = count
+            counts["cached"] += cached or 0
+            counts["cost"] += cost or 0.0
+        return counts
 
     def completed_keys(self, run_id: str) -> set[tuple[str, str, int]]:
         """(case_id, model, epoch) of every result already stored for a run."""
@@ -486,5 +539,9 @@ class Store:
         return None if row is None else dict(json.loads(row[0]))
 
     def cache_put(self, key: str, model: str, payload: dict[str, Any]) -> None:
+        """Buffer a response for the cache; one that holds a secret is not cached (a cached
+        answer replays verbatim, so it cannot be stored redacted)."""
+        if redact_value(payload) != payload:
+            return
         text = json.dumps(payload, ensure_ascii=False)
         self._pending_cache[key] = (key, model, text, time.time())

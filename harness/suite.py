@@ -14,6 +14,7 @@ from harness.datasets import LoadedDataset, load_dataset, select_cases
 from harness.errors import ConfigError
 from harness.prompts import Prompt, prompt_file, prompt_from_file, split_ref
 from harness.providers import ClientPool
+from harness.rag_target import RagTarget, RetrievalTarget, load_source
 from harness.scorers import Scorer, ScorerEnv, registry
 from harness.targets import ChatTarget, PythonTarget, ReplayTarget, Target
 from harness.userfuncs import load_function
@@ -95,6 +96,23 @@ def _scorer_error(doc: YamlDoc, exc: ConfigError) -> ConfigError:
                        field=exc.field)
 
 
+def _retrieval_target(config: SuiteConfig, prompt: Prompt | None, doc: YamlDoc,
+                      project_dir: Path, suite_dir: Path) -> RetrievalTarget:
+    """A rag or retrieval target with its retrieval config loaded (its index opens later)."""
+    spec = config.target
+    try:
+        source = load_source(spec.retrieval or "", top_k=spec.top_k, project_dir=project_dir,
+                             suite_dir=suite_dir)
+    except ConfigError as exc:
+        if exc.path is not None:  # an error inside the retrieval file names that file
+            raise
+        raise doc.error(exc.message, ("target", "retrieval")) from None
+    if spec.type == "retrieval":
+        return RetrievalTarget(source, query=spec.query, filters=spec.filters)
+    assert prompt is not None
+    return RagTarget(prompt, source, query=spec.query, filters=spec.filters)
+
+
 def load_suite(
     path: Path,
     *,
@@ -170,6 +188,8 @@ def load_suite(
             except ConfigError as exc:
                 raise doc.error(exc.message, ("target", "tools", index)) from None
         target = AgentTarget(prompt, tools, config.target.max_steps)
+    elif config.target.type in ("rag", "retrieval"):
+        target = _retrieval_target(config, prompt, doc, project_dir, suite_dir)
     else:
         try:
             function = load_function(config.target.function or "", project_dir,
@@ -179,7 +199,10 @@ def load_suite(
         target = PythonTarget(function)
 
     clients = ClientPool()
-    env = ScorerEnv(project_dir=project_dir, base_dir=suite_dir, services={"clients": clients})
+    services: dict[str, Any] = {"clients": clients}
+    if isinstance(target, RetrievalTarget):  # retrieval scorers read its top_k and embedder
+        services["retrieval"] = target.source
+    env = ScorerEnv(project_dir=project_dir, base_dir=suite_dir, services=services)
     scorers: list[Scorer] = []
     for index, spec in enumerate(config.scorers):
         try:

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import tracing
-from tracing import conventions as names
-
 from harness.errors import ConfigError, StoreError
+from tracing import conventions as names
 
 VERDICTS = ("pass", "fail", "error")
 # Keys Case.template_vars adds to a case's fields; the rest are the dataset row's own columns.

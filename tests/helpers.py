@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from harness.cli import app
 from harness.fakeserver import FakeServer, ThreadedFakeServer
@@ -45,13 +44,15 @@ def case_rows(n: int, *, fail: set[int] | None = None, prefix: str = "c") -> lis
     rows = []
     for i in range(n):
         answer = f"answer {i}"
-        rows.append({
-            "id": f"{prefix}{i:03d}",
-            "question": f"question {i}?",
-            "reply": answer,
-            "expected": f"wrong {i}" if i in fail else answer,
-            "tags": ["even" if i % 2 == 0 else "odd"],
-        })
+        rows.append(
+            {
+                "id": f"{prefix}{i:03d}",
+                "question": f"question {i}?",
+                "reply": answer,
+                "expected": f"wrong {i}" if i in fail else answer,
+                "tags": ["even" if i % 2 == 0 else "odd"],
+            }
+        )
     return rows
 
 
@@ -150,7 +151,9 @@ def invoke(project: Project | Path, args: list[str], env: dict[str, str] | None 
     root = project.root if isinstance(project, Project) else project
     with contextlib.chdir(root):
         return CliRunner().invoke(
-            app, args, env={KEY_ENV: FAKE_KEY, "COLUMNS": "200", **(env or {})},
+            app,
+            args,
+            env={KEY_ENV: FAKE_KEY, "COLUMNS": "200", **(env or {})},
             catch_exceptions=False,
         )
 

@@ -118,8 +118,9 @@ def test_missing_dataset_file(project: Project) -> None:
 
 
 def test_missing_dataset_column(project: Project) -> None:
-    edit_suite(project, lambda s: s.update(dataset={"path": "data/cases.jsonl",
-                                                    "expected": "answer"}))
+    edit_suite(
+        project, lambda s: s.update(dataset={"path": "data/cases.jsonl", "expected": "answer"})
+    )
     line = assert_refused(
         project, r"column 'answer' \(dataset\.expected\) missing in row 1", where=None
     )
@@ -145,8 +146,7 @@ def test_template_variable_missing_from_a_case(project: Project) -> None:
     prompt = copy.deepcopy(DEFAULT_PROMPT)
     prompt["messages"][1]["content"] += " {{ country }}"
     write_yaml(project.prompt_path, prompt)
-    line = assert_refused(project, r"template variable missing: 'country' is undefined",
-                          where=None)
+    line = assert_refused(project, r"template variable missing: 'country' is undefined", where=None)
     assert "case 'c000'" in line
 
 
@@ -154,8 +154,9 @@ def test_template_syntax_error_in_a_prompt(project: Project) -> None:
     prompt = copy.deepcopy(DEFAULT_PROMPT)
     prompt["messages"][1]["content"] = "{{ question "
     write_yaml(project.prompt_path, prompt)
-    assert_refused(project, r"messages\[1\]\.content: template syntax error",
-                   where="prompts/qa.yaml:")
+    assert_refused(
+        project, r"messages\[1\]\.content: template syntax error", where="prompts/qa.yaml:"
+    )
 
 
 def test_missing_prompt_file(project: Project) -> None:
@@ -192,8 +193,11 @@ def test_api_key_pasted_into_a_prompt_message(project: Project) -> None:
     key = "sk-proj-" + "Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2"
     prompt["messages"][0]["content"] = f"Use key {key} to answer."
     write_yaml(project.prompt_path, prompt)
-    line = assert_refused(project, r"messages\[0\]\.content: this looks like a literal API key",
-                          where="prompts/qa.yaml:4")
+    line = assert_refused(
+        project,
+        r"messages\[0\]\.content: this looks like a literal API key",
+        where="prompts/qa.yaml:4",
+    )
     assert key not in line
 
 
@@ -240,8 +244,9 @@ def test_python_target_from_a_builtin_or_frozen_module(project: Project, ref: st
 
 
 def test_python_scorer_outside_the_project(project: Project) -> None:
-    edit_suite(project, lambda s: s["scorers"].append({"type": "python",
-                                                       "function": "os.path:join"}))
+    edit_suite(
+        project, lambda s: s["scorers"].append({"type": "python", "function": "os.path:join"})
+    )
     assert_refused(project, r"scorers\[1\]\.function: module 'os\.path' resolves to .*outside")
 
 

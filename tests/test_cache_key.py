@@ -33,7 +33,11 @@ from harness.providers import KEY_PARAMS, ChatRequest, ModelClient, cache_key
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 5), st.floats(0, 2, allow_nan=False), st.text(max_size=5)
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(0, 2, allow_nan=False),
+    st.text(max_size=5),
 )
 messages_st = st.lists(
     st.fixed_dictionaries({"role": st.sampled_from(ROLES), "content": st.text(max_size=20)}),
@@ -44,25 +48,29 @@ params_st = st.dictionaries(st.sampled_from(KEY_PARAMS), json_scalars, max_size=
 tools_st = st.one_of(
     st.none(),
     st.lists(
-        st.fixed_dictionaries({
-            "type": st.just("function"),
-            "function": st.fixed_dictionaries({"name": st.text("abc", min_size=1, max_size=4)}),
-        }),
+        st.fixed_dictionaries(
+            {
+                "type": st.just("function"),
+                "function": st.fixed_dictionaries({"name": st.text("abc", min_size=1, max_size=4)}),
+            }
+        ),
         min_size=1,
         max_size=2,
     ),
 )
-base_st = st.fixed_dictionaries({
-    "model": st.sampled_from(["openai/gpt-4o-mini", "openai/fake-model", "anthropic/claude-x"]),
-    "api_base": st.one_of(st.none(), st.just("http://127.0.0.1:1/v1")),
-    "api_version": st.one_of(st.none(), st.just("2024-01-01")),
-    "messages": messages_st,
-    "params": params_st,
-    "tools": tools_st,
-    "tool_choice": st.one_of(st.none(), st.just("auto"), st.just("required")),
-    "response_format": st.one_of(st.none(), st.just({"type": "json_object"})),
-    "epoch": st.integers(0, 3),
-})
+base_st = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["openai/gpt-4o-mini", "openai/fake-model", "anthropic/claude-x"]),
+        "api_base": st.one_of(st.none(), st.just("http://127.0.0.1:1/v1")),
+        "api_version": st.one_of(st.none(), st.just("2024-01-01")),
+        "messages": messages_st,
+        "params": params_st,
+        "tools": tools_st,
+        "tool_choice": st.one_of(st.none(), st.just("auto"), st.just("required")),
+        "response_format": st.one_of(st.none(), st.just({"type": "json_object"})),
+        "epoch": st.integers(0, 3),
+    }
+)
 
 
 def key_of(spec: dict[str, Any], **model_extra: Any) -> str:
@@ -113,7 +121,9 @@ def mutations(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         changed("messages-1", lambda s: s["messages"].pop())
     for param in KEY_PARAMS:
         current = spec["params"].get(param)
-        changed(f"params.{param}", lambda s, p=param, c=current: s["params"].update({p: different(c)}))
+        changed(
+            f"params.{param}", lambda s, p=param, c=current: s["params"].update({p: different(c)})
+        )
     changed("params.extra", lambda s: s["params"].update(some_new_param=1))
     changed(
         "tools",
@@ -179,7 +189,7 @@ def test_credentials_and_transport_never_change_the_key(
 
 
 def test_unset_params_count_as_null() -> None:
-    spec = {
+    spec: dict[str, Any] = {
         "model": "openai/x", "api_base": None, "api_version": None,
         "messages": [{"role": "user", "content": "hi"}], "params": {},
         "tools": None, "tool_choice": None, "response_format": None, "epoch": 0,
@@ -190,7 +200,7 @@ def test_unset_params_count_as_null() -> None:
 
 
 def test_litellm_kwargs_that_shape_the_answer_change_the_key() -> None:
-    spec = {
+    spec: dict[str, Any] = {
         "model": "openai/x", "api_base": None, "api_version": None,
         "messages": [{"role": "user", "content": "hi"}], "params": {},
         "tools": None, "tool_choice": None, "response_format": None, "epoch": 0,
@@ -307,7 +317,7 @@ def test_cache_refresh_calls_again_and_overwrites(tmp_path: Any) -> None:
         run_json(project)
         server.server.responder = lambda body: "refreshed"
         server.reset_stats()
-        code, summary = run_json(project, "--cache", "refresh")
+        _code, summary = run_json(project, "--cache", "refresh")
         assert server.stats.total == 4
         assert summary["models"]["openai/fake-model"]["cached"] == 0
         assert cache_rows(project) == 4
@@ -338,7 +348,7 @@ def test_errors_and_empty_answers_are_not_cached(tmp_path: Any) -> None:
     rows[2]["question"] = "CONTEXT_TOO_LONG"  # a 400 from the provider: an error result
     with threaded_server() as server:
         project = make_project(tmp_path, server.url, rows=rows, max_error_rate=1.0)
-        code, summary = run_json(project, "--max-error-rate", "1")
+        _code, summary = run_json(project, "--max-error-rate", "1")
         assert summary["errors"] == 1
         assert cache_rows(project) == 2
         server.reset_stats()

@@ -94,7 +94,7 @@ def test_errors_are_counted_apart_from_fails(tmp_path: Path) -> None:
     rows[5]["question"] = "CONTEXT_TOO_LONG"
     with threaded_server() as server:
         project = make_project(tmp_path, server.url, rows=rows)
-        code, summary = run_json(project, "--max-error-rate", "0.5")
+        _code, summary = run_json(project, "--max-error-rate", "0.5")
     block = summary["models"][MODEL_ID]
     assert (block["passed"], block["failed"], block["errors"]) == (5, 2, 1)
     assert block["n"] == 7  # the error is not a trial
@@ -287,7 +287,7 @@ def test_python_target_crash_is_an_error_not_a_fail(tmp_path: Path) -> None:
     project = make_project(tmp_path, None, n=4, models=[], target=f"python:{module}:answer")
     del project.suite_data["prompt"]
     project.write()
-    code, summary = run_json(project, "--max-error-rate", "0.5")
+    _code, summary = run_json(project, "--max-error-rate", "0.5")
     block = summary["models"]["-"]
     assert (block["passed"], block["failed"], block["errors"]) == (3, 0, 1)
     assert block["error_kinds"] == {"target_error": 1}
@@ -314,8 +314,9 @@ def test_runs_and_show(finished_run: tuple[Any, str]) -> None:
     shown = invoke(project, ["show", run_id[:12], "--store", str(project.store)])
     assert shown.exit_code == 0
     assert run_id in shown.stdout
-    data = json.loads(invoke(project, ["show", "last", "--json", "--store",
-                                       str(project.store)]).stdout)
+    data = json.loads(
+        invoke(project, ["show", "last", "--json", "--store", str(project.store)]).stdout
+    )
     assert data["run"]["id"] == run_id
     assert len(data["results"]) == 5
     statuses = sorted(r["status"] for r in data["results"])
@@ -335,8 +336,9 @@ def test_export_import_round_trip(
 ) -> None:
     project, run_id = finished_run
     run_file = tmp_path / "out" / f"run{suffix}"
-    exported = invoke(project, ["export", run_id, "-o", str(run_file), "--store",
-                                str(project.store)])
+    exported = invoke(
+        project, ["export", run_id, "-o", str(run_file), "--store", str(project.store)]
+    )
     assert exported.exit_code == 0, exported.output
     other = tmp_path / "other" / "evals.db"
     imported = invoke(project, ["import", str(run_file), "--store", str(other)])
@@ -344,7 +346,7 @@ def test_export_import_round_trip(
 
     def show(store: Path) -> dict[str, Any]:
         result = invoke(project, ["show", run_id, "--json", "--store", str(store)])
-        return json.loads(result.stdout)  # type: ignore[no-any-return]
+        return json.loads(result.stdout)
 
     original, copy = show(project.store), show(other)
     assert copy["run"] == original["run"]

@@ -323,3 +323,14 @@ def test_release_from_a_run_file_and_unknown_release(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     missing = evals(project, "release", "show", "nope")
     assert missing.exit_code == 2 and "releases: web" in missing.stderr
+
+
+def test_release_refuses_a_run_that_did_not_complete(tmp_path: Path) -> None:
+    project, run_id = released_run(tmp_path)
+    with sqlite3.connect(project.store) as conn:
+        conn.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", (run_id,))
+    result = evals(project, "release", "bot", "--run", run_id)
+    assert result.exit_code == 2
+    assert f"run {run_id} is interrupted, not completed" in result.stderr
+    forced = evals(project, "release", "bot", "--run", run_id, "--force")
+    assert forced.exit_code == 0 and "forced: run" in forced.stderr

@@ -3,6 +3,7 @@ tokens and cost, through litellm's real HTTP path to the fake server."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -110,9 +111,10 @@ async def test_retry_after_is_honoured_on_every_attempt() -> None:
     # Different Retry-After values on each 429; the backoff is far larger, so waiting the
     # header's value (not the backoff, not the first header's value) is what we measure.
     waits = [0.15, 0.05, 0.3]
-    async with TimedServer(
+    server = TimedServer(
         retry_after_seq=list(waits), faults=Faults(fail_first_n=3, fail_first_outcome="429")
-    ) as server:
+    )
+    async with server:
         client = ModelClient(model_config(server, backoff_s=5.0, max_attempts=5))
         started = time.monotonic()
         response = await client.complete(request())
@@ -189,9 +191,7 @@ async def test_final_failure_after_max_attempts(
 
 async def test_retry_budget_bounds_time(fake_server_factory: FakeServerFactory) -> None:
     server = await fake_server_factory(faults=Faults(rate_500=1.0))
-    client = ModelClient(
-        model_config(server, max_attempts=20, backoff_s=0.1, retry_budget_s=0.5)
-    )
+    client = ModelClient(model_config(server, max_attempts=20, backoff_s=0.1, retry_budget_s=0.5))
     started = time.monotonic()
     error = await fail_of(client, request())
     elapsed = time.monotonic() - started
@@ -202,9 +202,7 @@ async def test_retry_budget_bounds_time(fake_server_factory: FakeServerFactory) 
 
 async def test_retry_budget_bounds_hangs(fake_server_factory: FakeServerFactory) -> None:
     server = await fake_server_factory(faults=Faults(rate_hang=1.0, hang_s=10.0))
-    client = ModelClient(
-        model_config(server, max_attempts=20, timeout_s=0.3, retry_budget_s=0.8)
-    )
+    client = ModelClient(model_config(server, max_attempts=20, timeout_s=0.3, retry_budget_s=0.8))
     started = time.monotonic()
     error = await fail_of(client, request())
     elapsed = time.monotonic() - started
@@ -221,6 +219,19 @@ async def test_timeout_bounds_a_hang(fake_server_factory: FakeServerFactory) -> 
     error = await fail_of(client, request())
     assert error.kind == "timeout"
     assert time.monotonic() - started < 2.0
+
+
+async def test_a_cancelled_call_is_not_retried(fake_server_factory: FakeServerFactory) -> None:
+    server = await fake_server_factory(faults=Faults(rate_hang=1.0, hang_s=10.0))
+    client = ModelClient(model_config(server, timeout_s=5.0, max_attempts=5))
+    task = asyncio.create_task(client.complete(request()))
+    while server.stats.total < 1:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.2)
+    assert server.stats.total == 1
 
 
 def test_classify_maps_status_codes_without_litellm_classes() -> None:

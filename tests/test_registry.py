@@ -254,7 +254,9 @@ def test_resolve_unknown_selector_lists_labels_and_versions(store: Store) -> Non
 
 
 def test_resolve_nothing_registered_says_how_to_register(store: Store) -> None:
-    with pytest.raises(ConfigError, match="evals prompt register qa"):
+    with pytest.raises(
+        ConfigError, match="none is registered; register one with `evals prompt register qa`"
+    ):
         registry.resolve(store, "prompt", "qa", "production")
 
 

@@ -5,6 +5,7 @@ SIGKILL at random points and SIGINT leave a store that resumes cleanly."""
 from __future__ import annotations
 
 import copy
+import os
 import random
 import signal
 import subprocess
@@ -19,7 +20,6 @@ from helpers import (
     FAKE_KEY,
     KEY_ENV,
     Project,
-    case_rows,
     invoke,
     make_project,
     result_rows,
@@ -78,8 +78,10 @@ def test_resume_completes_an_interrupted_run(tmp_path: Path, ref: str) -> None:
         assert server.stats.total == done  # a graceful stop saves every call it made
         assert run_records(project.store)[0]["status"] == "interrupted"
         target = run_id if ref == "id" else "last"
-        result = invoke(project, ["run", "--resume", target, "--store", str(project.store),
-                                  "--cache", "off", "--json"])
+        result = invoke(
+            project,
+            ["run", "--resume", target, "--store", str(project.store), "--cache", "off", "--json"],
+        )
         assert result.exit_code == 0, result.output
         per_case = requests_per_case(server)
     rows = result_rows(project.store, run_id)
@@ -98,8 +100,9 @@ def test_resume_with_repeat_and_two_models(tmp_path: Path) -> None:
         ]
         project = make_project(tmp_path, None, n=6, models=models, repeat=2, concurrency=1)
         run_id = interrupted_run(project, 7, cache_mode="off")
-        result = invoke(project, ["run", "--resume", run_id, "--store", str(project.store),
-                                  "--cache", "off"])
+        result = invoke(
+            project, ["run", "--resume", run_id, "--store", str(project.store), "--cache", "off"]
+        )
         assert result.exit_code == 0, result.output
         total = server.stats.total
     keys = [(r["case_id"], r["model"], r["epoch"]) for r in result_rows(project.store, run_id)]
@@ -112,8 +115,7 @@ def test_resume_of_a_completed_run_is_refused(tmp_path: Path) -> None:
         project = make_project(tmp_path, server.url, n=2)
         _, summary = run_json(project)
     before = store_snapshot(project.store)
-    result = invoke(project, ["run", "--resume", summary["run_id"], "--store",
-                              str(project.store)])
+    result = invoke(project, ["run", "--resume", summary["run_id"], "--store", str(project.store)])
     assert result.exit_code == 2
     assert "already completed" in result.stderr
     assert store_snapshot(project.store)[2] == before[2]
@@ -188,12 +190,13 @@ N_CASES = 60
 CONCURRENCY = 4
 
 
-def wait_for_requests(server: ThreadedFakeServer, count: int, proc: subprocess.Popen[str],
-                      timeout: float = 60.0) -> None:
+def wait_for_requests(
+    server: ThreadedFakeServer, count: int, proc: subprocess.Popen[str], timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while server.stats.total < count:
         if proc.poll() is not None:
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
             raise AssertionError(f"evals exited early ({proc.returncode}): {err[-2000:]}")
         if time.monotonic() > deadline:
             proc.kill()
@@ -248,13 +251,77 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     assert set(per_case) == {f"c{i:03d}" for i in range(N_CASES)}
 
 
-def test_sigint_finishes_in_flight_calls_then_resume(tmp_path: Path) -> None:
+def worker_children(pid: int) -> list[int]:
+    """Worker processes of `pid` (multiprocessing's resource tracker excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"resource_tracker" not in command:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.append(pid)
+    return out
+
+
+def test_sigkill_of_a_run_with_worker_processes_leaves_no_orphans(tmp_path: Path) -> None:
+    with threaded_server(latency_ms=50) as server:
+        project = make_project(tmp_path, server.url, n=200, concurrency=CONCURRENCY)
+        proc = spawn(project, project.run_args("--workers", "2"))
+        children: list[int] = []
+        try:
+            deadline = time.monotonic() + 60
+            while not children or server.stats.total < 10:
+                assert proc.poll() is None, finish(proc)[2][-2000:]
+                assert time.monotonic() < deadline, "no worker process appeared"
+                children = children or worker_children(proc.pid)
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            finish(proc)
+            at_kill = server.stats.total
+            deadline = time.monotonic() + 30
+            while alive(children) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert alive(children) == [], "a worker process outlived its killed parent"
+            time.sleep(0.3)
+            # Beyond the calls in flight at the kill, nobody called the provider any more.
+            assert server.stats.total <= at_kill + 2 * CONCURRENCY
+        finally:
+            for pid in alive(children):
+                os.kill(pid, signal.SIGKILL)
+        run_id = run_records(project.store)[0]["id"]
+        result = invoke(project, ["run", "--resume", run_id, "--store", str(project.store)])
+        assert result.exit_code == 0, result.output
+        per_case = requests_per_case(server)
+    assert len(result_rows(project.store, run_id)) == 200
+    assert set(per_case) == {f"c{i:03d}" for i in range(200)}
+    assert sum(per_case.values()) <= 200 + 2 * CONCURRENCY
+
+
+def test_sigint_finishes_in_flight_calls_a_second_one_quits_then_resume(
+    tmp_path: Path,
+) -> None:
     with threaded_server(latency_ms=50) as server:
         project = make_project(tmp_path, server.url, n=N_CASES, concurrency=CONCURRENCY)
         proc = spawn(project, project.run_args())
         wait_for_requests(server, 10, proc)
         proc.send_signal(signal.SIGINT)
-        code, out, err = finish(proc)
+        code, _out, err = finish(proc)
         assert code == 130, err[-2000:]
         assert "resume with `evals run --resume" in err
         (record,) = run_records(project.store)
@@ -263,8 +330,22 @@ def test_sigint_finishes_in_flight_calls_then_resume(tmp_path: Path) -> None:
         # In-flight calls finished and were saved: every request made has its result.
         assert server.stats.total == saved
         assert saved < N_CASES
+
+        # A second Ctrl-C quits at once, even while calls hang, and leaves the store usable.
+        server.server.latency_ms = 30_000
+        proc = spawn(project, ["run", "--resume", "last", "--store", str(project.store)])
+        wait_for_requests(server, saved + CONCURRENCY, proc)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        pressed = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code, _out, err = finish(proc)
+        assert code == 130, err[-2000:]
+        assert time.monotonic() - pressed < 5.0
+        assert len(result_rows(project.store, record["id"])) == saved
+
+        server.server.latency_ms = 0
         result = invoke(project, ["run", "--resume", "last", "--store", str(project.store)])
         assert result.exit_code == 0, result.output
-        assert server.stats.total == N_CASES
     assert len(result_rows(project.store, record["id"])) == N_CASES
     assert run_records(project.store)[0]["status"] == "completed"

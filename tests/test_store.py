@@ -106,7 +106,11 @@ def test_concurrent_first_opens_all_succeed(tmp_path: Path) -> None:
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
-        def open_store(path: Path = path, barrier: threading.Barrier = barrier) -> None:
+        def open_store(
+            path: Path = path,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
             barrier.wait()
             try:
                 Store.open(path).close()
@@ -196,8 +200,12 @@ def test_results_are_visible_while_the_run_goes(
         done: dict[str, Any] = {}
 
         def run() -> None:
-            done["outcome"] = execute(project.suite, project_dir=project.root,
-                                      store_path=project.store, options=RunOptions())
+            done["outcome"] = execute(
+                project.suite,
+                project_dir=project.root,
+                store_path=project.store,
+                options=RunOptions(),
+            )
 
         thread = threading.Thread(target=run)
         thread.start()
@@ -205,9 +213,10 @@ def test_results_are_visible_while_the_run_goes(
         deadline = time.monotonic() + 60
         while thread.is_alive() and time.monotonic() < deadline:
             if project.store.exists():
-                with contextlib.suppress(sqlite3.OperationalError), contextlib.closing(
-                    connect_ro(project.store)
-                ) as reader:
+                with (
+                    contextlib.suppress(sqlite3.OperationalError),
+                    contextlib.closing(connect_ro(project.store)) as reader,
+                ):
                     count = reader.execute("SELECT COUNT(*) FROM results").fetchone()[0]
                     status = reader.execute("SELECT status FROM runs").fetchone()
                     if status is not None:

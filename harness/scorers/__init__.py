@@ -1,7 +1,14 @@
 """Scorers: one registry of every scorer type; importing this package registers them all."""
 
 # Imported for their side effect: each module registers its scorer types.
-from harness.scorers import judge, metrics, rules, trajectory  # noqa: F401
+from harness.scorers import (  # noqa: F401
+    answer_proxies,
+    judge,
+    metrics,
+    retrieval,
+    rules,
+    trajectory,
+)
 from harness.scorers.base import (
     Score,
     ScoreContext,

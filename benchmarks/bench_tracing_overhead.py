@@ -1,0 +1,118 @@
+"""Measure what tracing costs a run: `evals run` with tracing on vs off (`--no-trace`).
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/bench_tracing_overhead.py [--cases 2000 10000] [--repeats 3]
+        [--latency-ms 100] [--concurrency 50]
+
+A generated chat suite (two rule scorers) runs against the fake OpenAI server in its own
+process (so its CPU is not charged to the harness) at the given latency, with the response
+cache off so every case makes its call. Each repeat runs both modes on a fresh store,
+alternating which goes first. Prints, per N and mode, the median wall time and CPU seconds of
+the `evals` process per case, the overhead of tracing in % of both, and checks that every case
+left a trace (no span dropped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_engine import EVALS, KEY_ENV, child_cpu, start_server, write_project
+
+import tracing
+
+
+def one_run(root: Path, suite: Path, store: Path, trace: bool) -> dict[str, Any]:
+    args = [str(EVALS), "run", str(suite.relative_to(root)), "--store", str(store), "--json",
+            "--cache", "off", *([] if trace else ["--no-trace"])]  # fmt: skip
+    env = {**os.environ, KEY_ENV: "sk-fake-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    cpu_before, started = child_cpu(), time.perf_counter()
+    done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - started, child_cpu() - cpu_before
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"evals run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout)
+    return {"wall": wall, "cpu": cpu, "summary": summary}
+
+
+def measure(root: Path, suite: Path, cases: int, repeats: int) -> dict[bool, list[dict[str, Any]]]:
+    runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for repeat in range(repeats):
+        for trace in (True, False) if repeat % 2 == 0 else (False, True):
+            store = root / f"store-{repeat}-{'on' if trace else 'off'}.db"
+            result = one_run(root, suite, store, trace)
+            results = result["summary"]["results"]
+            assert results == cases, f"{results} results for {cases} cases"
+            traced = tracing.count_traces(store)
+            if trace:
+                stats = result["summary"].get("tracing", {})
+                assert traced == cases, f"{traced} traces for {cases} cases"
+                assert stats.get("dropped") == 0, f"spans dropped: {stats}"
+                result["spans"] = stats.get("exported")
+            else:
+                assert traced == 0, "--no-trace recorded spans"
+            runs[trace].append(result)
+            mode = "on " if trace else "off"
+            print(f"  N={cases} repeat {repeat + 1} tracing {mode}: wall {result['wall']:.2f} s"
+                  f"  cpu {result['cpu']:.2f} s", flush=True)  # fmt: skip
+            for path in root.glob(store.name + "*"):
+                path.unlink()
+    return runs
+
+
+def report(cases: int, runs: dict[bool, list[dict[str, Any]]], floor: float) -> None:
+    wall = {mode: statistics.median(r["wall"] for r in runs[mode]) for mode in runs}
+    cpu = {mode: statistics.median(r["cpu"] for r in runs[mode]) for mode in runs}
+    spans = runs[True][0].get("spans")
+    print(f"N={cases}: floor N*L/C {floor:.2f} s; {spans} spans exported per traced run")
+    for mode in (False, True):
+        print(
+            f"  tracing {'on ' if mode else 'off'}: wall {wall[mode]:7.2f} s "
+            f"({wall[mode] / cases * 1e3:.3f} ms/case)  cpu {cpu[mode]:7.2f} s "
+            f"({cpu[mode] / cases * 1e3:.3f} ms/case)"
+        )
+    print(
+        f"  overhead of tracing: wall {100 * (wall[True] / wall[False] - 1):+.1f}%  "
+        f"cpu {100 * (cpu[True] / cpu[False] - 1):+.1f}%  "
+        f"(medians of {len(runs[True])} runs each)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, nargs="+", default=[2_000, 10_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    server, url = start_server(args.latency_ms)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-tracing-overhead-"))
+    try:
+        print(f"fake server at {url}: latency {args.latency_ms:g} ms; concurrency "
+              f"{args.concurrency}; cache off; {args.repeats} repeats per mode")  # fmt: skip
+        for cases in args.cases:
+            root = tmp / f"n{cases}"
+            suite = write_project(root, cases, url, args.concurrency)
+            runs = measure(root, suite, cases, args.repeats)
+            report(cases, runs, cases * args.latency_ms / 1000 / args.concurrency)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

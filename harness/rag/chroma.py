@@ -1,0 +1,118 @@
+"""The chromadb adapter: clients, collection names, and our registered embedding function.
+
+The only module that imports chromadb; `harness.rag.index` imports it when an index is opened,
+never at `import harness.rag`. Collections are created with `HarnessEmbeddingFunction`, which
+is registered with chromadb when this module loads, so any process that opens a collection
+through us (a fresh one included) finds it and never falls back to chroma's default model,
+which it would try to download. We always pass embeddings ourselves; the function only runs
+if someone queries the collection by text.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import chromadb
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+from chromadb.config import Settings
+from chromadb.errors import NotFoundError
+from chromadb.utils.embedding_functions import register_embedding_function
+
+from harness.errors import ConfigError
+from harness.rag.config import DEFAULT_EMBEDDING_MODEL
+from harness.rag.embedding import Embedder, resolve_model
+
+EMBEDDING_FUNCTION_NAME = "evals_harness"
+SETTINGS = Settings(anonymized_telemetry=False)
+
+
+@register_embedding_function
+class HarnessEmbeddingFunction(EmbeddingFunction[Documents]):
+    """Embeds with the index's sentence-transformers model (loaded lazily, offline)."""
+
+    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL) -> None:
+        self.model = model
+        self._embedder: Embedder | None = None
+
+    def __call__(self, input: Documents) -> Embeddings:
+        if self._embedder is None:
+            self._embedder = Embedder(resolve_model(self.model))
+        return list(self._embedder.encode(list(input)))
+
+    @staticmethod
+    def name() -> str:
+        return EMBEDDING_FUNCTION_NAME
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> HarnessEmbeddingFunction:
+        return HarnessEmbeddingFunction(str(config.get("model") or DEFAULT_EMBEDDING_MODEL))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+    def default_space(self) -> Any:
+        return "cosine"
+
+
+@lru_cache(maxsize=8)
+def client(store_dir: Path, chroma_url: str | None = None) -> ClientAPI:
+    """A PersistentClient under store_dir/chroma, or an HttpClient for a chroma server."""
+    try:
+        if chroma_url is None:
+            path = store_dir / "chroma"
+            path.mkdir(parents=True, exist_ok=True)
+            return chromadb.PersistentClient(path=str(path), settings=SETTINGS)
+        url = urlparse(chroma_url if "://" in chroma_url else f"http://{chroma_url}")
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(f"--chroma-url {chroma_url!r} is not an http(s) URL")
+        port = url.port or (443 if url.scheme == "https" else 8000)
+        remote = chromadb.HttpClient(
+            host=url.hostname, port=port, ssl=url.scheme == "https", settings=SETTINGS
+        )
+        remote.heartbeat()
+        return remote
+    except ConfigError:
+        raise
+    except Exception as exc:  # chromadb raises many kinds; all mean "no usable vector store"
+        where = chroma_url or str(store_dir / "chroma")
+        raise ConfigError(f"cannot open the chroma store at {where}: {exc}") from None
+
+
+def collection_name(name: str, version: str) -> str:
+    """`idx_<name>_<version>`, within chroma's rules (3-512 of [A-Za-z0-9._-], alnum ends)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:200]
+    return f"idx_{safe}_{version}"
+
+
+def get_collection(api: ClientAPI, name: str) -> Collection | None:
+    """The collection called `name`, or None."""
+    try:
+        # No embedding function given: chroma rebuilds ours from the collection's config.
+        return api.get_collection(name)
+    except (NotFoundError, ValueError):
+        return None
+
+
+def create_collection(
+    api: ClientAPI, name: str, model: str, metadata: dict[str, Any]
+) -> Collection:
+    """Create (or reopen, to finish an interrupted build) a cosine-space collection."""
+    return api.get_or_create_collection(
+        name,
+        embedding_function=HarnessEmbeddingFunction(model),  # type: ignore[arg-type]
+        configuration={"hnsw": {"space": "cosine"}},
+        metadata=metadata,
+    )
+
+
+def max_batch_size(api: ClientAPI) -> int:
+    try:
+        return max(1, int(api.get_max_batch_size()))
+    except Exception:  # an older server without the endpoint
+        return 1000

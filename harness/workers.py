@@ -1,0 +1,132 @@
+"""Worker processes that share one run's work, so a run uses every core (litellm's per-call CPU
+cost, not the network, is what limits one process)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.cases import Case
+
+# Work travels as (case_id, epoch) chunks; one None per process ends a model's queue.
+Chunk = list[tuple[str, int]]
+AUTO_MIN_ITEMS = 2_000
+
+
+class LocalSource:
+    """The work of one model in this process only."""
+
+    def __init__(self, items: deque[tuple[Case, int]]) -> None:
+        self.items = items
+
+    async def take(self) -> tuple[Case, int] | None:
+        return self.items.popleft() if self.items else None
+
+    def remaining(self) -> int:
+        return len(self.items)
+
+
+class SharedSource:
+    """The work of one model, shared with other processes through a multiprocessing queue:
+    whoever is free takes the next chunk, so a slow-starting process never holds work back."""
+
+    def __init__(self, queue: Any, cases: dict[str, Case]) -> None:
+        self.queue = queue
+        self.cases = cases
+        self.buffer: deque[tuple[Case, int]] = deque()
+        self.finished = False
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> tuple[Case, int] | None:
+        async with self._lock:  # one fetch at a time: each process gets exactly one sentinel
+            while not self.buffer and not self.finished:
+                chunk: Chunk | None = await asyncio.to_thread(self.queue.get)
+                if chunk is None:
+                    self.finished = True
+                else:
+                    self.buffer.extend((self.cases[case_id], epoch) for case_id, epoch in chunk)
+            return self.buffer.popleft() if self.buffer else None
+
+    def remaining(self) -> int:
+        return len(self.buffer)
+
+
+def chunk_size(pending: int, processes: int) -> int:
+    """Small enough to balance the tail, large enough that queue traffic stays negligible."""
+    return max(1, min(64, pending // (processes * 16) or 1))
+
+
+def auto_workers(pending: int, local_model: bool) -> int:
+    """Processes for a run: both cores for big runs against remote providers; one otherwise
+    (the bundled model already uses every core, and small runs do not repay a process start)."""
+    cores = os.cpu_count() or 1
+    if local_model or pending < AUTO_MIN_ITEMS or cores < 2:
+        return 1
+    return min(cores, 4)
+
+
+def fill_queues(context: Any, pending: dict[str, list[tuple[Case, int]]],
+                processes: int) -> dict[str, Any]:
+    """One queue per model holding its pending items in chunks, then a sentinel per process."""
+    queues: dict[str, Any] = {}
+    for label, items in pending.items():
+        queue = context.Queue()
+        size = chunk_size(len(items), processes)
+        for start in range(0, len(items), size):
+            queue.put([(case.id, epoch) for case, epoch in items[start:start + size]])
+        for _ in range(processes):
+            queue.put(None)
+        queues[label] = queue
+    return queues
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a child needs to rebuild the parent's run exactly (all picklable)."""
+
+    suite_path: Path
+    project_dir: Path
+    store_path: Path
+    run_id: str
+    options: Any
+    model_ids: list[str] = field(default_factory=list)
+    processes: int = 1
+
+
+def spawn_context() -> Any:
+    # spawn, not fork: the parent holds threads (tracing's exporter, the SQLite connection).
+    return multiprocessing.get_context("spawn")
+
+
+def exit_with_parent(poll_s: float = 0.1) -> None:
+    """Quit as soon as the parent dies (kill -9): an orphan would go on calling the provider
+    and writing results while the user resumes the run, so cases would run twice."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def child_main(spec: WorkerSpec, queues: dict[str, Any]) -> None:
+    """Entry point of a worker process: rebuild the suite, then take work until none is left."""
+    from harness.runner import load_for_run, run_worker_process
+
+    # The parent coordinates Ctrl-C; SIGTERM (sent by the parent) stops taking new work.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
+    suite = load_for_run(spec.suite_path, project_dir=spec.project_dir,
+                         store_path=spec.store_path, options=spec.options,
+                         model_ids=spec.model_ids)
+    run_worker_process(suite, spec, queues)

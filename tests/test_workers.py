@@ -1,0 +1,70 @@
+"""Worker processes sharing one run: every item exactly once, limits split, stop and resume."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from harness import workers
+from tests.helpers import make_project, spawn, threaded_server
+
+
+def test_chunks_are_small_enough_to_balance_the_tail() -> None:
+    assert workers.chunk_size(10_000, 2) == 64
+    assert workers.chunk_size(500, 2) == 15
+    assert workers.chunk_size(3, 2) == 1
+
+
+def test_auto_uses_every_core_only_for_big_remote_runs(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
+    assert workers.auto_workers(10_000, local_model=False) == 2
+    assert workers.auto_workers(10_000, local_model=True) == 1
+    assert workers.auto_workers(workers.AUTO_MIN_ITEMS - 1, local_model=False) == 1
+
+
+def _counts(store: Path) -> tuple[int, int, int]:
+    with sqlite3.connect(store) as db:
+        run_id = db.execute("SELECT id FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()[0]
+        results, distinct = db.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT case_id) FROM results WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        spans = db.execute(
+            "SELECT COUNT(*) FROM spans WHERE run_id = ? AND span_kind = 'LLM'", (run_id,)
+        ).fetchone()[0]
+    return results, distinct, spans
+
+
+def test_two_processes_run_every_item_exactly_once(tmp_path: Path) -> None:
+    with threaded_server(latency_ms=20) as server:
+        project = make_project(tmp_path, server.url, n=120, model={"concurrency": 4})
+        proc = spawn(project, [*project.run_args("--workers", "2", "--cache", "off", "--json")])
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        summary = json.loads(out)
+        assert summary["results"] == 120 and summary["errors"] == 0
+        assert server.stats.total == 120  # no item was sent twice, none was lost
+        assert _counts(project.store) == (120, 120, 120)  # spans from both processes
+
+
+def test_stop_with_two_processes_then_resume_sends_each_item_once(tmp_path: Path) -> None:
+    with threaded_server(latency_ms=50) as server:
+        project = make_project(tmp_path, server.url, n=300, model={"concurrency": 4})
+        proc = spawn(project, project.run_args("--workers", "2", "--cache", "off"))
+        deadline = time.monotonic() + 120
+        while server.stats.total < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(2)  # Ctrl-C: stop scheduling, finish in-flight calls, save them
+        proc.communicate(timeout=120)
+        assert proc.returncode == 130
+        sent_before = server.stats.total
+        done_before = _counts(project.store)[0]
+        assert done_before < 300
+        assert sent_before - done_before <= 8  # at most the in-flight calls (4 per process)
+        resumed = spawn(project, ["run", "--resume", "last", "--store", str(project.store),
+                                  "--workers", "2", "--cache", "off"])
+        _, err = resumed.communicate(timeout=180)
+        assert resumed.returncode == 0, err
+        assert _counts(project.store)[:2] == (300, 300)
+        assert server.stats.total - sent_before == 300 - done_before
