@@ -26,6 +26,7 @@ import os
 import pstats
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -181,7 +182,7 @@ def cpu_per_call(label: str, calls: int, body: Any) -> float:
     cpu, started = time.process_time(), time.perf_counter()
     asyncio.run(body())
     cpu, wall = time.process_time() - cpu, time.perf_counter() - started
-    print(f"  {label:44s} {cpu / calls * 1e3:6.2f} ms CPU/call  wall {wall:6.2f} s")
+    print(f"  {label:54s} {cpu / calls * 1e3:6.2f} ms CPU/call  wall {wall:6.2f} s")
     return cpu / calls
 
 
@@ -264,6 +265,8 @@ def in_process(tmp: Path, url: str, args: argparse.Namespace) -> None:
     def run_suite(name: str, cases: int, extra: dict[str, Any]) -> None:
         root = tmp / name
         suite = write_project(root, cases, url, c)
+        if "workers" in RunOptions.__dataclass_fields__:
+            extra = {"workers": 1, **extra}  # one process: its CPU is what process_time sees
         execute(suite, project_dir=root, store_path=root / "evals.db", options=RunOptions(**extra))
 
     trace = "--no-trace" not in args.extra
@@ -277,22 +280,19 @@ def in_process(tmp: Path, url: str, args: argparse.Namespace) -> None:
     if args.breakdown:
         cpu_per_call("bare aiohttp POST + JSON", n, aiohttp_layer("aio"))
         cpu_per_call("litellm.acompletion", n, litellm_layer("lite"))
-        cpu_per_call("ModelClient.complete (cache off)", n, client_layer("client"))
-        cpu, started = time.process_time(), time.perf_counter()
-        run_suite("full", n, {"trace": trace})
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - started
-        print(
-            f"  {'whole runner (execute, trace=' + str(trace) + ')':44s} "
-            f"{cpu / n * 1e3:6.2f} ms CPU/call  wall {wall:6.2f} s"
-        )
-        cpu, started = time.process_time(), time.perf_counter()
-        run_suite("full", n, {"trace": trace})
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - started
-        print(
-            f"  {'whole runner, every response cached':44s} "
-            f"{cpu / n * 1e3:6.2f} ms CPU/call  wall {wall:6.2f} s"
-        )
+        cpu_per_call("ModelClient.complete (cache off, no tracer)", n, client_layer("client"))
+        for traced in (trace, not trace):
+            name = f"full-trace-{traced}"
+            for label in ("whole runner (execute)", "whole runner, every response cached"):
+                cpu, started = time.process_time(), time.perf_counter()
+                run_suite(name, n, {"trace": traced})
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - started
+                shown = f"{label}, trace={'on' if traced else 'off'}"
+                print(f"  {shown:54s} {cpu / n * 1e3:6.2f} ms CPU/call  wall {wall:6.2f} s")
     if args.sample:
+        print("\n--- a run (every call goes to the fake server) ---")
+        sample_profile(lambda: run_suite("sampled", n, {"trace": trace}), n)
+        print("\n--- the same run again (every response cached) ---")
         sample_profile(lambda: run_suite("sampled", n, {"trace": trace}), n)
     if args.profile:
         import cProfile
@@ -333,6 +333,7 @@ def sample_profile(body: Any, cases: int) -> None:
     idle = "idle (waiting in epoll)"
     by_component: dict[str, float] = defaultdict(float)
     by_function: dict[tuple[str, str], float] = defaultdict(float)
+    inside_litellm: dict[str, float] = defaultdict(float)
 
     def walk(frame: Any, parent: tuple[str, str], stack: tuple[str, ...]) -> None:
         path = frame.file_path or ""
@@ -355,6 +356,8 @@ def sample_profile(body: Any, cases: int) -> None:
                 )  # fmt: skip
             by_component[component] += frame.time
             by_function[(who, where)] += frame.time if component != idle else 0.0
+            if component == COMPONENTS[0][0]:
+                inside_litellm[who] += frame.time
         for child in frame.children:
             walk(child, (who, where), stack)
 
@@ -367,6 +370,11 @@ def sample_profile(body: Any, cases: int) -> None:
     print("by component, inclusive:")
     for name, seconds in sorted(by_component.items(), key=lambda kv: -kv[1]):
         if name != idle:
+            per_case = cpu * seconds / busy / cases * 1e3
+            print(f"  {100 * seconds / busy:5.1f}%  {per_case:6.3f} ms/case  {name}")
+    if inside_litellm:
+        print("inside the litellm call, by package (self time):")
+        for name, seconds in sorted(inside_litellm.items(), key=lambda kv: -kv[1])[:8]:
             per_case = cpu * seconds / busy / cases * 1e3
             print(f"  {100 * seconds / busy:5.1f}%  {per_case:6.3f} ms/case  {name}")
     print("top functions by self time (C functions count for their Python caller's package):")
@@ -386,6 +394,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
     parser.add_argument("extra", nargs="*", help="more `evals run` options (after --)")
     args = parser.parse_args()
+    # SIGTERM unwinds through `finally`, so the fake server process is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} CPUs, load average {load} (other work on the machine skews wall)")

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,9 +36,9 @@ from bench_engine import EVALS, KEY_ENV, child_cpu, start_server, write_project
 import tracing
 
 
-def one_run(root: Path, suite: Path, store: Path, trace: bool) -> dict[str, Any]:
+def one_run(root: Path, suite: Path, store: Path, trace: bool, extra: list[str]) -> dict[str, Any]:
     args = [str(EVALS), "run", str(suite.relative_to(root)), "--store", str(store), "--json",
-            "--cache", "off", *([] if trace else ["--no-trace"])]  # fmt: skip
+            "--cache", "off", *([] if trace else ["--no-trace"]), *extra]  # fmt: skip
     env = {**os.environ, KEY_ENV: "sk-fake-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     cpu_before, started = child_cpu(), time.perf_counter()
     done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True)
@@ -48,20 +49,29 @@ def one_run(root: Path, suite: Path, store: Path, trace: bool) -> dict[str, Any]
     return {"wall": wall, "cpu": cpu, "summary": summary}
 
 
-def measure(root: Path, suite: Path, cases: int, repeats: int) -> dict[bool, list[dict[str, Any]]]:
+def stored_spans(store: Path) -> int:
+    with sqlite3.connect(store) as conn:
+        return int(conn.execute("SELECT count(*) FROM spans").fetchone()[0])
+
+
+def measure(
+    root: Path, suite: Path, cases: int, repeats: int, extra: list[str]
+) -> dict[bool, list[dict[str, Any]]]:
     runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for repeat in range(repeats):
         for trace in (True, False) if repeat % 2 == 0 else (False, True):
             store = root / f"store-{repeat}-{'on' if trace else 'off'}.db"
-            result = one_run(root, suite, store, trace)
+            result = one_run(root, suite, store, trace, extra)
             results = result["summary"]["results"]
             assert results == cases, f"{results} results for {cases} cases"
             traced = tracing.count_traces(store)
             if trace:
                 stats = result["summary"].get("tracing", {})
                 assert traced == cases, f"{traced} traces for {cases} cases"
-                assert stats.get("dropped") == 0, f"spans dropped: {stats}"
-                result["spans"] = stats.get("exported")
+                assert stats.get("dropped") == stats.get("failed") == 0, f"spans lost: {stats}"
+                # Per case: the case, its LLM call and one span per scorer (two).
+                result["spans"] = stored_spans(store)
+                assert result["spans"] == 4 * cases, f"{result['spans']} spans stored"
             else:
                 assert traced == 0, "--no-trace recorded spans"
             runs[trace].append(result)
@@ -77,7 +87,7 @@ def report(cases: int, runs: dict[bool, list[dict[str, Any]]], floor: float) -> 
     wall = {mode: statistics.median(r["wall"] for r in runs[mode]) for mode in runs}
     cpu = {mode: statistics.median(r["cpu"] for r in runs[mode]) for mode in runs}
     spans = runs[True][0].get("spans")
-    print(f"N={cases}: floor N*L/C {floor:.2f} s; {spans} spans exported per traced run")
+    print(f"N={cases}: floor N*L/C {floor:.2f} s; {spans} spans stored per traced run")
     for mode in (False, True):
         print(
             f"  tracing {'on ' if mode else 'off'}: wall {wall[mode]:7.2f} s "
@@ -97,16 +107,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("extra", nargs="*", help="more `evals run` options (after --)")
     args = parser.parse_args()
     server, url = start_server(args.latency_ms)
     tmp = Path(tempfile.mkdtemp(prefix="bench-tracing-overhead-"))
     try:
         print(f"fake server at {url}: latency {args.latency_ms:g} ms; concurrency "
-              f"{args.concurrency}; cache off; {args.repeats} repeats per mode")  # fmt: skip
+              f"{args.concurrency}; cache off; {args.repeats} repeats per mode; "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+              f"extra: {' '.join(args.extra) or '-'}")  # fmt: skip
         for cases in args.cases:
             root = tmp / f"n{cases}"
             suite = write_project(root, cases, url, args.concurrency)
-            runs = measure(root, suite, cases, args.repeats)
+            runs = measure(root, suite, cases, args.repeats, args.extra)
             report(cases, runs, cases * args.latency_ms / 1000 / args.concurrency)
     finally:
         server.terminate()

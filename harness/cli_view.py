@@ -59,6 +59,16 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _machine_names() -> list[str]:
+    """This machine's host name and its addresses: what others reach a wildcard bind by."""
+    name = socket.gethostname()
+    try:
+        _, aliases, addresses = socket.gethostbyname_ex(name)
+    except OSError:
+        aliases, addresses = [], []
+    return list(dict.fromkeys([name, *aliases, *addresses]))
+
+
 def view(
     store: Path | None = STORE_OPTION,
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free one)."),
@@ -98,7 +108,7 @@ def view(
         token = secrets.token_urlsafe(24)
     hosts = list(allow_host)
     if is_wildcard(host):
-        hosts.append(socket.gethostname())
+        hosts += _machine_names()
     try:
         sock = _bind(host, port)
         bound_port = int(sock.getsockname()[1])
@@ -118,6 +128,8 @@ def view(
     url = f"http://{shown}:{bound_port}/" + (f"?token={token}" if token else "")
     print(f"evals view: {url}", flush=True)
     err.print(f"store {path} · annotating as {config.author} · Ctrl-C to stop")
+    if is_wildcard(host):
+        err.print(f"answers to: localhost, {', '.join(hosts)} (add names with --allow-host)")
     if token:
         err.print(
             "non-loopback address: the URL above carries the access token; share it only "

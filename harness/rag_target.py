@@ -259,7 +259,16 @@ class RagTarget(RetrievalTarget):
             chunks = await self.retrieve(case)
         except Exception as exc:
             return _failed(exc, started)
-        messages = self.prompt.render(self.with_chunks(case, chunks))
+        try:
+            messages = self.prompt.render(self.with_chunks(case, chunks))
+        except ConfigError as exc:  # e.g. `chunks[0]` when nothing passed the score threshold
+            return TargetResult(
+                output=None,
+                retrieved=chunks,
+                error=f"the prompt did not render with {len(chunks)} retrieved chunk(s): {exc}",
+                error_kind="render_error",
+                latency_ms=(time.perf_counter() - started) * 1e3,
+            )
         request = ChatRequest(
             messages=messages,
             params=merged_params(self.prompt, client),

@@ -164,8 +164,9 @@ def gold_table(comparison: Comparison) -> Table | None:
     if not comparison.gold:
         return None
     dropped = sum(1 for g in comparison.gold if g.dropped)
-    table = Table(title=f"gold documents: dropped out of the top k in {dropped} case(s)",
-                  title_justify="left")
+    gained = sum(1 for g in comparison.gold if g.gained)
+    title = f"gold documents in the top k: dropped in {dropped} case(s), gained in {gained}"
+    table = Table(title=title, title_justify="left")
     for column in ("case", "dropped", "gained", "k base/cand"):
         table.add_column(column, overflow="fold")
     for item in comparison.gold[:MAX_ROWS]:

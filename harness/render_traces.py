@@ -19,7 +19,7 @@ import tracing
 from tracing import conventions as names
 
 SHORT_VALUE = 160
-TRACE_ID_SHOWN = 16  # a unique prefix in practice; `evals trace` takes prefixes
+TRACE_ID_SHOWN = 12  # a unique prefix in practice (48 bits); `evals trace` takes prefixes
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _VERDICT_STYLE = {"pass": "green", "fail": "yellow", "error": "red"}
 
@@ -79,13 +79,21 @@ def tokens(input_tokens: int | None, output_tokens: int | None) -> str:
 
 
 def traces_table(rows: list[tracing.TraceSummary], title: str) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name, justify in (
-        ("case", "left"), ("model", "left"), ("epoch", "right"), ("verdict", "left"),
-        ("duration", "right"), ("tokens", "right"), ("cost", "right"), ("spans", "right"),
+        ("case", "left"), ("model", "left"), ("ep", "right"), ("verdict", "left"),
+        ("time", "right"), ("tokens", "right"), ("cost", "right"), ("spans", "right"),
         ("trace", "left"),
     ):  # fmt: skip
-        table.add_column(name, justify=justify, no_wrap=name == "trace")  # type: ignore[arg-type]
+        # Figures never wrap; case and model names give way (cut with an ellipsis) instead.
+        flexible = name in ("case", "model")
+        table.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=not flexible,
+            overflow="ellipsis" if flexible else "fold",
+            min_width={"case": 5, "model": 8, "trace": TRACE_ID_SHOWN}.get(name),
+        )
     for row in rows:
         verdict = row["verdict"] or ("error" if row["status"] == "ERROR" else "-")
         table.add_row(

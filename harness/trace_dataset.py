@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +77,9 @@ def cases_from_traces(db: Path, trace_ids: Sequence[str]) -> TraceCases:
     """One dataset row per trace that recorded an input; ids made unique across the rows."""
     result = TraceCases()
     used: set[str] = set()
-    for trace_id in trace_ids:
-        spans = tracing.get_trace(db, trace_id)
+    with closing(sqlite3.connect(db)) as conn:  # one connection for every trace
+        traces = [(trace_id, tracing.get_trace(conn, trace_id)) for trace_id in trace_ids]
+    for trace_id, spans in traces:
         if not spans:
             result.skipped.append((trace_id, "no such trace"))
             continue

@@ -71,7 +71,7 @@ def test_traces_table(project: Project) -> None:
     result = invoke(project, ["traces", "last", "--store", str(project.store)])
     assert result.exit_code == 0
     first = traces_json(project)["traces"][0]
-    for text in ("c000", "c001", "fail", "pass", "openai/fake-model", first["trace_id"][:16]):
+    for text in ("c000", "c001", "fail", "pass", "openai/fake-model", first["trace_id"][:12]):
         assert text in result.stdout
     assert "4 of 4 traces" in result.stdout
     assert "evals trace " in result.stderr

@@ -107,6 +107,7 @@ def project(
     target: dict[str, Any] | None = None,
     scorers: list[dict[str, Any]] | None = None,
     rows: list[dict[str, Any]] | None = None,
+    search: dict[str, Any] | None = None,
     **suite_extra: Any,
 ) -> Path:
     """A project with docs/, retrieval/tiny.yaml, prompts/rag.yaml and evalsets/rag.yaml."""
@@ -119,7 +120,7 @@ def project(
             "name": "tiny",
             "corpus": ["../docs/*.md"],
             "chunking": {"strategy": "markdown", "size": 60, "overlap": 0},
-            "search": {"top_k": 2},
+            "search": search or {"top_k": 2},
         },
     )
     write_yaml(root / "prompts" / "rag.yaml", PROMPT)
@@ -356,7 +357,8 @@ def test_compare_lists_gold_documents_that_left_the_top_k(tmp_path: Path) -> Non
     assert moons["base_k"] == 3 and moons["cand_k"] == 1
     assert len(moons["dropped"]) == 1 and moons["gained"] == []
     table = invoke(tmp_path, ["compare", base.run_id, cand.run_id, "--store", store])
-    assert "gold documents: dropped out of the top k" in table.stdout
+    shown_text = " ".join(table.stdout.split())  # the title may wrap
+    assert "gold documents in the top k: dropped in 1 case(s), gained in 0" in shown_text
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -407,3 +409,26 @@ def test_context_recall_judge_reads_the_retrieved_chunks(tmp_path: Path) -> None
     assert by_case["volcano"].status == "pass" and by_case["acid"].status == "fail"
     rubrics = manifest(tmp_path, outcome.run_id)["artifacts"]["rubric"]
     assert [r["name"] for r in rubrics] == ["context_recall"]
+
+
+def test_nothing_retrieved(tmp_path: Path, server: Any) -> None:
+    """Above the score threshold nothing comes back: the retrieval target outputs nothing and
+    misses; a prompt that needs a chunk makes the rag case an error, not a crash."""
+    strict = {"top_k": 2, "score_threshold": 0.99}
+    suite = project(
+        tmp_path,
+        None,
+        target={"type": "retrieval", "retrieval": "tiny"},
+        scorers=[{"type": "hit-at-k"}],
+        prompt=None,
+        models=[],
+        search=strict,
+    )
+    outcome = run(tmp_path, suite, trace=False)
+    volcano = results(tmp_path, outcome.run_id)["volcano"]
+    assert volcano.output == "" and volcano.detail["retrieved"] == []
+    assert volcano.status == "fail" and volcano.scores[0].value == 0.0
+    suite = project(tmp_path, server.url, search=strict)
+    outcome = run(tmp_path, suite, trace=False)
+    volcano = results(tmp_path, outcome.run_id)["volcano"]
+    assert volcano.status == "error" and volcano.error_kind == "render_error"

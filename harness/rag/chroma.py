@@ -1,4 +1,4 @@
-"""The chromadb adapter: clients, collection names, and our registered embedding function.
+"""The chromadb adapter: clients, collections, chunk writes, our registered embedding function.
 
 The only module that imports chromadb; `harness.rag.index` imports it when an index is opened,
 never at `import harness.rag`. Collections are created with `HarnessEmbeddingFunction`, which
@@ -11,12 +11,15 @@ if someone queries the collection by text.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import chromadb
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
@@ -25,8 +28,10 @@ from chromadb.errors import NotFoundError
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from harness.errors import ConfigError
+from harness.rag.chunking import Chunk
 from harness.rag.config import DEFAULT_EMBEDDING_MODEL
-from harness.rag.embedding import Embedder, resolve_model
+from harness.rag.embedding import Embedder, embed_cached, resolve_model
+from harness.rag.manifest import HASH_CHARS
 
 EMBEDDING_FUNCTION_NAME = "evals_harness"
 SETTINGS = Settings(anonymized_telemetry=False)
@@ -116,3 +121,48 @@ def max_batch_size(api: ClientAPI) -> int:
         return max(1, int(api.get_max_batch_size()))
     except Exception:  # an older server without the endpoint
         return 1000
+
+
+def embed_and_upsert(
+    collection: Collection,
+    chunks: list[Chunk],
+    embedder: Embedder,
+    *,
+    cache_path: Path,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """Embed (or take from the cache) every chunk's vector and upsert the chunks; writes run
+    on a second thread while the model embeds the next batch (both release the GIL).
+    Returns (texts embedded, chunks reused from the cache)."""
+    by_hash: dict[str, list[Chunk]] = {}
+    for chunk in chunks:
+        by_hash.setdefault(chunk.hash, []).append(chunk)
+    writes: list[Future[None]] = []
+
+    def upsert(part: list[Chunk], vectors: np.ndarray) -> None:
+        collection.upsert(
+            ids=[c.id for c in part],
+            embeddings=vectors,
+            documents=[c.text for c in part],
+            metadatas=[{**c.metadata, "chunk_hash": c.hash[:HASH_CHARS]} for c in part],
+        )
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chroma-upsert") as writer:
+
+        def on_vectors(hashes: list[str], vectors: np.ndarray) -> None:
+            rows = [(c, i) for i, h in enumerate(hashes) for c in by_hash[h]]
+            for first in range(0, len(rows), batch_size):
+                part = rows[first : first + batch_size]
+                writes.append(
+                    writer.submit(upsert, [c for c, _ in part], vectors[[i for _, i in part]])
+                )
+            while writes and writes[0].done():
+                writes.pop(0).result()  # a failed write stops the build early
+
+        try:
+            items = [(c.hash, c.text) for c in chunks]
+            return embed_cached(items, embedder, cache_path, on_vectors, progress)
+        finally:
+            for write in writes:
+                write.result()

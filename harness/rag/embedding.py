@@ -275,11 +275,13 @@ def embed_cached(
     items: list[tuple[str, str]],
     embedder: Embedder,
     cache_path: Path,
+    on_vectors: Callable[[list[str], np.ndarray], None],
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[np.ndarray, int, int]:
-    """Vectors of (text hash, text) items: cached ones reused, the rest embedded and cached
-    batch by batch (an interrupted build keeps its work). `progress(done, total)` counts items.
-    Returns (vectors in item order, texts embedded, items reused from the cache)."""
+) -> tuple[int, int]:
+    """Vectors of (text hash, text) items, handed to `on_vectors(hashes, vectors)` as they
+    become available: the cached ones first, then each freshly embedded batch (written to the
+    cache at once, so an interrupted build keeps its work). Each distinct hash is handed over
+    once. `progress(done, total)` counts items. Returns (texts embedded, items reused)."""
     total = len(items)
     version = embedder.model.version
     cache = EmbeddingCache(cache_path)
@@ -293,21 +295,22 @@ def embed_cached(
                 uses[h] = uses.get(h, 0) + 1
         missing = list(uses)
         texts = dict(items)
+        if found:
+            on_vectors(list(found), np.stack(list(found.values())))
         done = reused
         if progress is not None:
             progress(done, total)
 
         def on_batch(indices: list[int], batch: np.ndarray) -> None:
             nonlocal done
-            cache.put_many(version, [(missing[i], v) for i, v in zip(indices, batch, strict=True)])
-            done += sum(uses[missing[i]] for i in indices)
+            batch_hashes = [missing[i] for i in indices]
+            cache.put_many(version, zip(batch_hashes, batch, strict=True))
+            on_vectors(batch_hashes, batch)
+            done += sum(uses[h] for h in batch_hashes)
             if progress is not None:
                 progress(done, total)
 
-        fresh = embedder.encode([texts[h] for h in missing], on_batch=on_batch)
-        found.update(zip(missing, fresh, strict=True))
+        embedder.encode([texts[h] for h in missing], on_batch=on_batch)
     finally:
         cache.close()
-    if not items:
-        return np.zeros((0, 0), dtype=np.float32), 0, 0
-    return np.stack([found[h] for h in hashes]), len(missing), reused
+    return len(missing), reused

@@ -10,6 +10,7 @@ child span for the query.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,8 +25,8 @@ from harness.errors import ConfigError
 from harness.rag.chunking import CHUNKER_VERSION, chunk_document
 from harness.rag.config import RetrievalConfig
 from harness.rag.corpus import corpus_files, file_fingerprints, load_documents
-from harness.rag.embedding import Embedder, EmbeddingModel, embed_cached, resolve_model
-from harness.rag.manifest import HASH_CHARS, build_manifest, index_artifacts
+from harness.rag.embedding import Embedder, EmbeddingModel, resolve_model
+from harness.rag.manifest import build_manifest, index_artifacts
 from harness.rag.search import Bm25Index, cosine, fuse, mmr_order, relevance, to_where
 from harness.templates import render
 from harness.versions import short_version
@@ -166,9 +167,9 @@ class RetrievalIndex:
         filters: dict[str, Any] | None = None,
         variables: dict[str, Any] | None = None,
     ) -> list[RetrievedChunk]:
-        """The best chunks for `text`, best first (mode, threshold and template from the
-        config's `search`; `filters` are ANDed over the config's; `variables` feed the query
-        template beside `query`)."""
+        """The best chunks for `text`, best first, ranked 1.. (mode, threshold and template
+        from the config's `search`). `filters` are merged over the config's (a key given here
+        wins) and ANDed; `variables` feed the query template beside `query`."""
         search = self.config.search
         k = top_k or search.top_k
         query_text = text
@@ -340,21 +341,14 @@ def open_index(
         "complete": False,
     }
     collection = chroma.create_collection(api, name, model.name, metadata)
-    vectors, embedded, reused = embed_cached(
-        [(c.hash, c.text) for c in chunks],
+    embedded, reused = chroma.embed_and_upsert(
+        collection,
+        chunks,
         Embedder(model, config.embedding.batch_size),
-        store_dir / EMBEDDING_CACHE_FILE,
-        progress,
+        cache_path=store_dir / EMBEDDING_CACHE_FILE,
+        batch_size=chroma.max_batch_size(api),
+        progress=progress,
     )
-    batch = chroma.max_batch_size(api)
-    for first in range(0, len(chunks), batch):
-        part = chunks[first : first + batch]
-        collection.upsert(
-            ids=[c.id for c in part],
-            embeddings=vectors[first : first + batch],
-            documents=[c.text for c in part],
-            metadatas=[{**c.metadata, "chunk_hash": c.hash[:HASH_CHARS]} for c in part],
-        )
     manifest = build_manifest(config, model, documents, chunks, version)
     _write_json(store_dir / "indexes" / f"{name}.json", manifest)
     collection.modify(metadata={**metadata, "complete": True})
@@ -366,6 +360,6 @@ def open_index(
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
     temporary.write_text(json.dumps(content), encoding="utf-8")
     temporary.replace(path)

@@ -29,7 +29,7 @@ from starlette.routing import Route
 from harness import annotations as annotation_store
 from harness.errors import ConfigError, HarnessError
 from harness.summary import wilson_interval
-from harness.viewer import compareview, queries, runstats, traceview
+from harness.viewer import queries, runstats, traceview
 from harness.viewer.format import FILTERS
 from harness.viewer.security import Guard, GuardMiddleware, is_loopback
 
@@ -79,11 +79,16 @@ class Viewer:
             for item in (package / "static").iterdir()
             if Path(item.name).suffix in STATIC_TYPES
         }
-        # scipy (Wilson intervals) takes a moment to import: do it before the first page asks.
-        threading.Thread(target=wilson_interval, args=(1, 2), daemon=True).start()
+        threading.Thread(target=self._warm_up, daemon=True).start()
         # Asset URLs carry a content hash, so a cached stylesheet never outlives an upgrade.
         digest = hashlib.sha256(b"".join(self.static[k] for k in sorted(self.static)))
         self.env.globals["asset_version"] = digest.hexdigest()[:10]
+
+    def _warm_up(self) -> None:
+        """Import scipy (Wilson intervals) and compile the templates before a page asks."""
+        wilson_interval(1, 2)
+        for name in self.env.list_templates():
+            self.env.get_template(name)
 
     # --- rendering helpers ----------------------------------------------------------------
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
@@ -226,6 +231,10 @@ class Viewer:
         by = request.query_params.get("by") or None
         if by is not None and not runstats.FIELD_NAME.match(by):
             by = None
+        # Imported here: harness.compare pulls in the config models (~0.5 s), which only this
+        # page needs, and `evals view` should print its URL at once.
+        from harness.viewer import compareview
+
         view = compareview.compare(self.db.store(), base, cand, by=by)
         return self.render(request, "compare.html", view=view, base=base, cand=cand, by=by)
 

@@ -1,4 +1,4 @@
-"""The viewer's reads of the run store: the runs list, the paged case table, one result."""
+"""The viewer's reads of the run store: the runs list, the paged case table, one result.
 
 All SQL behind the viewer's run pages lives here (route handlers hold none). The case table is
 filtered, sorted and paginated in SQL, so a run of 10,000 cases opens as fast as one of ten.

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -125,11 +128,11 @@ def test_index_version_changes_with_corpus_chunking_and_model(
     )
     assert index_version(other_name, path) != before
     real = resolve_model(config.embedding.model)
-    monkeypatch.setattr(
-        index_module, "resolve_model", lambda name: replace(real, weights_hash="0" * 64)
-    )
-    assert index_version(config, path) != before  # same name, other weights
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            index_module, "resolve_model", lambda name: replace(real, weights_hash="0" * 64)
+        )
+        assert index_version(config, path) != before  # same name, other weights
     (project / "docs" / "rome.txt").write_text("Rome is in Italy.", encoding="utf-8")
     assert index_version(config, path) != before
     (project / "docs" / "rome.txt").write_text(CORPUS["rome.txt"], encoding="utf-8")
@@ -338,3 +341,54 @@ def test_a_fresh_process_queries_an_existing_collection(project: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])[0] == "paris.md#0"
+
+
+# --- a chroma server ----------------------------------------------------------------------------
+@pytest.fixture
+def chroma_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`chroma run` on a free local port (the CLI ships with the chromadb package)."""
+    binary = Path(sys.executable).parent / "chroma"
+    if not binary.exists():
+        pytest.skip("the chroma CLI is not installed")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(binary),
+            "run",
+            "--path",
+            str(tmp_path / "server"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as attempt:
+                if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_chroma_server_holds_the_index(project: Path, chroma_server: str) -> None:
+    config, path = config_of(project)
+    built = open_index(config, config_path=path, store_dir=project / "a", chroma_url=chroma_server)
+    assert built.stats.built and not (project / "a" / "chroma").exists()
+    # Another machine (another store dir, no embedding cache) finds it on the server.
+    found = open_index(
+        config, config_path=path, store_dir=project / "b", chroma_url=chroma_server, build=False
+    )
+    assert not found.stats.built
+    assert found.query("What is the capital of France?")[0].id == "paris.md#0"
