@@ -13,7 +13,6 @@ from typing import Any
 from pydantic import create_model
 
 import tracing
-
 from harness.cases import Case
 from harness.errors import ConfigError, ProviderCallError
 from harness.prompts import Prompt
@@ -39,22 +38,23 @@ class Tool:
         fields: dict[str, Any] = {}
         for param in inspect.signature(function).parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                raise ConfigError(f"tool {name!r}: *args/**kwargs cannot be described",
-                                  field=where)
+                raise ConfigError(f"tool {name!r}: *args/**kwargs cannot be described", field=where)
             annotation = Any if param.annotation is param.empty else param.annotation
             default = ... if param.default is param.empty else param.default
             fields[param.name] = (annotation, default)
         try:
             parameters = create_model(f"{name}_args", **fields).model_json_schema()
         except Exception as exc:  # an annotation pydantic cannot describe
-            raise ConfigError(f"tool {name!r}: cannot describe its parameters: {exc}",
-                              field=where) from None
+            raise ConfigError(
+                f"tool {name!r}: cannot describe its parameters: {exc}", field=where
+            ) from None
         parameters.pop("title", None)
         doc = inspect.getdoc(function) or ""
         description = doc.split("\n\n")[0].strip() or name
-        schema = {"type": "function",
-                  "function": {"name": name, "description": description,
-                               "parameters": parameters}}
+        schema = {
+            "type": "function",
+            "function": {"name": name, "description": description, "parameters": parameters},
+        }
         return cls(name, function, schema, inspect.iscoroutinefunction(function))
 
     async def call(self, arguments: dict[str, Any]) -> Any:
@@ -106,44 +106,69 @@ class AgentTarget:
         started = time.perf_counter()
         final: str | None = None
         for step in range(self.max_steps):
-            request = ChatRequest(messages=list(conversation), params=params, epoch=epoch,
-                                  **options)
+            request = ChatRequest(
+                messages=list(conversation), params=params, epoch=epoch, **options
+            )
             try:
                 response = await client.complete(request)
             except ProviderCallError as exc:
                 return TargetResult(
-                    output=None, messages=messages, calls=calls, tool_calls=trajectory,
-                    error=str(exc), error_kind=exc.kind,
-                    latency_ms=(time.perf_counter() - started) * 1e3)
+                    output=None,
+                    messages=messages,
+                    calls=calls,
+                    tool_calls=trajectory,
+                    error=str(exc),
+                    error_kind=exc.kind,
+                    latency_ms=(time.perf_counter() - started) * 1e3,
+                )
             calls.append(response)
             if not response.tool_calls:
                 final = response.text or ""
                 break
-            conversation.append({
-                "role": "assistant", "content": response.text,
-                "tool_calls": [
-                    {"id": call["id"], "type": "function",
-                     "function": {"name": call["name"], "arguments": call["arguments"]}}
-                    for call in response.tool_calls
-                ],
-            })
+            conversation.append(
+                {
+                    "role": "assistant",
+                    "content": response.text,
+                    "tool_calls": [
+                        {
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": call["arguments"]},
+                        }
+                        for call in response.tool_calls
+                    ],
+                }
+            )
             for call in response.tool_calls:
                 record = await self._run_tool(call, step)
                 trajectory.append(record)
                 content = record["error"] if record["error"] else record["result"]
-                conversation.append({"role": "tool", "tool_call_id": call["id"],
-                                     "content": str(content)[:MAX_TOOL_RESULT_CHARS]})
+                conversation.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call["id"],
+                        "content": str(content)[:MAX_TOOL_RESULT_CHARS],
+                    }
+                )
         return TargetResult(
             output=final if final is not None else "",
-            messages=messages, calls=calls, tool_calls=trajectory,
+            messages=messages,
+            calls=calls,
+            tool_calls=trajectory,
             latency_ms=(time.perf_counter() - started) * 1e3,
             extras={"steps": len(calls), "max_steps_reached": final is None},
         )
 
     async def _run_tool(self, call: dict[str, Any], step: int) -> dict[str, Any]:
         """Run one requested tool; its failure is reported back to the model, not raised."""
-        record: dict[str, Any] = {"id": call["id"], "name": call["name"], "step": step,
-                                  "arguments": call["arguments"], "result": None, "error": None}
+        record: dict[str, Any] = {
+            "id": call["id"],
+            "name": call["name"],
+            "step": step,
+            "arguments": call["arguments"],
+            "result": None,
+            "error": None,
+        }
         with tracing.tool_span(None, call["name"], call["arguments"], call["id"]) as span:
             tool = self.tools.get(call["name"])
             if tool is None:
@@ -154,8 +179,11 @@ class AgentTarget:
                 arguments = parse_arguments(call["arguments"])
                 record["arguments"] = arguments
                 result = await tool.call(arguments)
-                record["result"] = result if isinstance(result, str) else json.dumps(
-                    result, ensure_ascii=False, default=str)
+                record["result"] = (
+                    result
+                    if isinstance(result, str)
+                    else json.dumps(result, ensure_ascii=False, default=str)
+                )
                 span.set_result(record["result"])
             except Exception as exc:  # a tool's failure is the agent's problem to handle
                 record["error"] = f"error: {type(exc).__name__}: {exc}"

@@ -271,8 +271,10 @@ def _retrieved(rows: list[ResultRow]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _found(label: str, chunks: list[dict[str, Any]]) -> bool:
-    return any(label == str(c.get("id")) or matches_document(label, str(c.get("document_id")))
-               for c in chunks)
+    return any(
+        label == str(c.get("id")) or matches_document(label, str(c.get("document_id")))
+        for c in chunks
+    )
 
 
 def gold_changes(base: list[ResultRow], cand: list[ResultRow]) -> list[GoldChange]:

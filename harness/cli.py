@@ -26,8 +26,9 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-STORE_OPTION = typer.Option(None, "--store", help="Run store file (default .evals/evals.db, "
-                            "or $EVALS_HOME/evals.db).")
+STORE_OPTION = typer.Option(
+    None, "--store", help="Run store file (default .evals/evals.db, or $EVALS_HOME/evals.db)."
+)
 
 
 def _fail(exc: HarnessError) -> typer.Exit:
@@ -44,32 +45,53 @@ def _store_path(store: Path | None) -> Path:
 @app.command()
 def run(
     suite: Path | None = typer.Argument(None, help="Suite file, e.g. evalsets/demo.yaml."),
-    model: list[str] = typer.Option([], "--model", "-m", help="Run these litellm models "
-                                    "instead of the suite's (repeatable)."),
+    model: list[str] = typer.Option(
+        [], "--model", "-m", help="Run these litellm models instead of the suite's (repeatable)."
+    ),
     repeat: int | None = typer.Option(None, "--repeat", min=1, help="Epochs per case."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N cases."),
     sample: int | None = typer.Option(None, "--sample", min=1, help="A seeded random sample."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for --sample."),
-    filters: list[str] = typer.Option([], "--filter", help="key=value on case metadata; "
-                                      "tag=x for tags (repeatable, ANDed)."),
+    filters: list[str] = typer.Option(
+        [], "--filter", help="key=value on case metadata; tag=x for tags (repeatable, ANDed)."
+    ),
     concurrency: int | None = typer.Option(None, "--concurrency", "-c", min=1),
-    cache: str = typer.Option("auto", "--cache", help="auto|on|off|read-only|refresh "
-                              "(auto: on for temperature 0)."),
+    cache: str = typer.Option(
+        "auto", "--cache", help="auto|on|off|read-only|refresh (auto: on for temperature 0)."
+    ),
     max_error_rate: float = typer.Option(0.10, "--max-error-rate", min=0.0, max=1.0),
-    workers: int = typer.Option(0, "--workers", min=0, max=16, help="Processes sharing the "
-                                "run (0 = auto: every core for runs of 2,000+ remote calls)."),
-    shard: str | None = typer.Option(None, "--shard", help="Run shard i of n (e.g. 2/4) of the "
-                                     "selected cases; join shard run files with `evals merge`."),
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        min=0,
+        max=16,
+        help="Processes sharing the run (0 = auto: every core for runs of 2,000+ remote calls).",
+    ),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        help="Run shard i of n (e.g. 2/4) of the "
+        "selected cases; join shard run files with `evals merge`.",
+    ),
     resume: str | None = typer.Option(None, "--resume", help="Continue a run: RUN_ID or last."),
     store: Path | None = STORE_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     trace: bool = typer.Option(True, "--trace/--no-trace", help="Record OpenTelemetry spans."),
-    capture_content: bool = typer.Option(True, "--content/--no-content", help="Keep prompt "
-                                         "and completion text in spans (metadata stays)."),
-    otlp_endpoint: str | None = typer.Option(None, "--otlp-endpoint", help="Also export spans "
-                                             "over OTLP/HTTP (or OTEL_EXPORTER_OTLP_ENDPOINT)."),
-    chroma_url: str | None = typer.Option(None, "--chroma-url", help="A chroma server for a "
-                                          "rag suite's index (default: .evals/chroma files)."),
+    capture_content: bool = typer.Option(
+        True,
+        "--content/--no-content",
+        help="Keep prompt and completion text in spans (metadata stays).",
+    ),
+    otlp_endpoint: str | None = typer.Option(
+        None,
+        "--otlp-endpoint",
+        help="Also export spans over OTLP/HTTP (or OTEL_EXPORTER_OTLP_ENDPOINT).",
+    ),
+    chroma_url: str | None = typer.Option(
+        None,
+        "--chroma-url",
+        help="A chroma server for a rag suite's index (default: .evals/chroma files).",
+    ),
 ) -> None:
     """Run a suite: every case x model x epoch, scored, stored and summarised."""
     from harness import render
@@ -84,12 +106,18 @@ def run(
     except ConfigError as exc:
         raise _fail(exc) from None
     options = RunOptions(
-        repeat=repeat, concurrency=concurrency, cache_mode=cache,  # type: ignore[arg-type]
-        max_error_rate=max_error_rate, trace=trace, capture_content=capture_content,
+        repeat=repeat,
+        concurrency=concurrency,
+        cache_mode=cache,  # type: ignore[arg-type]
+        max_error_rate=max_error_rate,
+        trace=trace,
+        capture_content=capture_content,
         workers=workers,
-        otlp_endpoint=otlp_endpoint, chroma_url=chroma_url,
-        selection=Selection(limit=limit, sample=sample, seed=seed, filters=list(filters),
-                            shard=shard_spec),
+        otlp_endpoint=otlp_endpoint,
+        chroma_url=chroma_url,
+        selection=Selection(
+            limit=limit, sample=sample, seed=seed, filters=list(filters), shard=shard_spec
+        ),
     )
     bar: Any = None
     started: list[Runner] = []
@@ -107,8 +135,14 @@ def run(
 
     try:
         outcome = execute(
-            suite, project_dir=Path.cwd(), store_path=_store_path(store), options=options,
-            model_ids=list(model), resume=resume, on_start=on_start, on_progress=on_progress,
+            suite,
+            project_dir=Path.cwd(),
+            store_path=_store_path(store),
+            options=options,
+            model_ids=list(model),
+            resume=resume,
+            on_start=on_start,
+            on_progress=on_progress,
             install_signals=_install_signals,
         )
     except HarnessError as exc:
@@ -120,16 +154,24 @@ def run(
             bar.stop()
     summary = outcome.summary
     if json_output:
-        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, **summary},
-                         indent=2, default=str))
+        print(
+            json.dumps(
+                {"run_id": outcome.run_id, "status": outcome.status, **summary},
+                indent=2,
+                default=str,
+            )
+        )
     else:
         out.print(render.summary_table(summary, f"run {outcome.run_id} ({outcome.status})"))
         out.print(render.cost_table(summary))
         for line in render.threshold_lines(summary):
             out.print(line, highlight=False)
     if summary["error_rate"] > max_error_rate:
-        err.print(f"error rate {render.pct(summary['error_rate'])} is above --max-error-rate "
-                  f"{render.pct(max_error_rate)}: the run could not measure", highlight=False)
+        err.print(
+            f"error rate {render.pct(summary['error_rate'])} is above --max-error-rate "
+            f"{render.pct(max_error_rate)}: the run could not measure",
+            highlight=False,
+        )
         raise typer.Exit(3)
     if outcome.status == "interrupted":
         err.print(f"interrupted: resume with `evals run --resume {outcome.run_id}`")
@@ -191,8 +233,11 @@ def show(
     except HarnessError as exc:
         raise _fail(exc) from None
     if json_output:
-        print(json.dumps({"run": record, "results": [r.to_dict() for r in results]},
-                         indent=2, default=str))
+        print(
+            json.dumps(
+                {"run": record, "results": [r.to_dict() for r in results]}, indent=2, default=str
+            )
+        )
         return
     for renderable in render.run_details(record, results, failures=failures):
         out.print(renderable)

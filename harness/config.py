@@ -132,8 +132,10 @@ class TargetConfig(Strict):
             raise ValueError("an agent target needs 'tools: [module:function, ...]'")
         if self.type in ("rag", "retrieval"):
             if not self.retrieval:
-                raise ValueError(f"a {self.type} target needs 'retrieval: <name>' "
-                                 "(retrieval/<name>.yaml, or a .yaml path)")
+                raise ValueError(
+                    f"a {self.type} target needs 'retrieval: <name>' "
+                    "(retrieval/<name>.yaml, or a .yaml path)"
+                )
         else:
             for key in ("retrieval", "top_k", "query", "filters"):
                 if getattr(self, key) is not None:
@@ -180,8 +182,11 @@ class GatePolicy(Strict):
         return parsed if isinstance(value, dict) else parsed["default"]
 
     @field_validator(
-        "max_cost_increase", "max_cost_per_case_increase", "max_latency_increase",
-        "max_error_rate", mode="before",
+        "max_cost_increase",
+        "max_cost_per_case_increase",
+        "max_latency_increase",
+        "max_error_rate",
+        mode="before",
     )
     @classmethod
     def _percent(cls, value: Any) -> Any:
@@ -232,8 +237,10 @@ class SuiteConfig(Strict):
             if not self.models:
                 raise ValueError(f"a {self.target.type} target needs at least one model")
         if self.target.type == "retrieval" and (self.prompt or self.models):
-            raise ValueError("a retrieval target calls no model and renders no prompt; remove "
-                             "'prompt' and 'models' (or use type: rag)")
+            raise ValueError(
+                "a retrieval target calls no model and renders no prompt; remove "
+                "'prompt' and 'models' (or use type: rag)"
+            )
         labels = [m.label for m in self.models]
         dupes = {x for x in labels if labels.count(x) > 1}
         if dupes:

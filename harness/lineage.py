@@ -14,8 +14,16 @@ from harness import __version__
 from harness.config import SECRET_PATTERN
 
 MANIFEST_SCHEMA = 1
-KEY_PACKAGES = ("litellm", "openai", "chromadb", "sentence-transformers", "llama-cpp-python",
-                "opentelemetry-sdk", "pydantic", "torch")
+KEY_PACKAGES = (
+    "litellm",
+    "openai",
+    "chromadb",
+    "sentence-transformers",
+    "llama-cpp-python",
+    "opentelemetry-sdk",
+    "pydantic",
+    "torch",
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -34,8 +42,9 @@ def git_state(cwd: Path) -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                                  timeout=5, check=False)
+            done = subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None

@@ -36,8 +36,9 @@ class Prompt:
         messages = []
         for index, message in enumerate(self.config.messages):
             where = f"case {case.id!r}: prompt {self.name} messages[{index}]"
-            messages.append({"role": message.role, "content": render(message.content, context,
-                                                                      where=where)})
+            messages.append(
+                {"role": message.role, "content": render(message.content, context, where=where)}
+            )
         return messages
 
     def request_options(self) -> dict[str, Any]:
@@ -66,8 +67,9 @@ def prompt_from_file(path: Path, *, display: str | None = None) -> Prompt:
             compile_template(message.content)
         except ConfigError as exc:
             raise doc.error(exc.message, ("messages", index, "content")) from None
-    return Prompt(config=config, version=short_version(prompt_content(config)),
-                  source=str(doc.path))
+    return Prompt(
+        config=config, version=short_version(prompt_content(config)), source=str(doc.path)
+    )
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import json
+import math
 import os
 import random
 import time
@@ -22,10 +22,10 @@ from tenacity import (
 
 import tracing
 from harness import local_llm
-from tracing import conventions as tracing_names
 from harness.config import ModelConfig
 from harness.errors import ConfigError, ProviderCallError
 from harness.versions import content_hash
+from tracing import conventions as tracing_names
 
 CacheMode = Literal["auto", "on", "off", "read-only", "refresh"]
 CACHE_MODES: tuple[str, ...] = ("auto", "on", "off", "read-only", "refresh")
@@ -44,8 +44,17 @@ KEY_PARAMS = (
     "verbosity", "web_search_options",
 )  # fmt: skip
 # litellm kwargs that cannot change the answer: left out of the cache key.
-TRANSPORT_KWARGS = frozenset({"timeout", "stream_timeout", "extra_headers", "headers",
-                              "num_retries", "max_retries", "metadata"})
+TRANSPORT_KWARGS = frozenset(
+    {
+        "timeout",
+        "stream_timeout",
+        "extra_headers",
+        "headers",
+        "num_retries",
+        "max_retries",
+        "metadata",
+    }
+)
 
 _LITELLM: Any = None
 
@@ -72,16 +81,18 @@ def _local_handler(litellm: Any) -> Any:
     """litellm custom provider running the bundled GGUF model in-process (`local/<name>`)."""
 
     class LocalLLM(litellm.CustomLLM):
-        async def acompletion(self, model: str, messages: list[Any], *args: Any,
-                              **kwargs: Any) -> Any:
+        async def acompletion(
+            self, model: str, messages: list[Any], *args: Any, **kwargs: Any
+        ) -> Any:
             params = dict(kwargs.get("optional_params") or {})
             name = model.split("/", 1)[-1]
             reply = await local_llm.acomplete(
                 messages,
                 model=name,
                 temperature=float(params.get("temperature", 0.0) or 0.0),
-                max_tokens=int(params.get("max_tokens") or params.get("max_completion_tokens")
-                               or 256),
+                max_tokens=int(
+                    params.get("max_tokens") or params.get("max_completion_tokens") or 256
+                ),
                 top_p=params.get("top_p"),
                 seed=params.get("seed"),
                 stop=params.get("stop"),
@@ -238,8 +249,14 @@ def classify(exc: BaseException) -> _Failure:
     return _Failure("provider_error", True, None)
 
 
-_STATUS_KINDS = {400: "bad_request", 401: "auth", 403: "permission", 404: "not_found",
-                 422: "bad_request", 429: "rate_limit"}
+_STATUS_KINDS = {
+    400: "bad_request",
+    401: "auth",
+    403: "permission",
+    404: "not_found",
+    422: "bad_request",
+    429: "rate_limit",
+}
 
 
 def _transport_failure(exc: BaseException) -> str | None:
@@ -339,31 +356,44 @@ class ModelClient:
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """One chat completion, traced as an LLM span. Raises ProviderCallError when it fails
         for good (after retries)."""
-        span_params = {**request.params, **({"tools": [t.get("function", t).get("name")
-                                                        for t in request.tools]}
-                                             if request.tools else {})}
+        span_params = {
+            **request.params,
+            **(
+                {"tools": [t.get("function", t).get("name") for t in request.tools]}
+                if request.tools
+                else {}
+            ),
+        }
         tried = _Attempts()
-        with tracing.llm_span(None, self.model.id, params=span_params,
-                              messages=request.messages) as span:
+        with tracing.llm_span(
+            None, self.model.id, params=span_params, messages=request.messages
+        ) as span:
             try:
                 response = await self._complete(request, tried)
             except ProviderCallError:
                 # Failed for good: the span gets the error on the way out; record the retries.
-                span.set_attributes({tracing_names.EVALS_CACHE_HIT: False,
-                                     tracing_names.EVALS_RETRIES: max(0, tried.count - 1)})
+                span.set_attributes(
+                    {
+                        tracing_names.EVALS_CACHE_HIT: False,
+                        tracing_names.EVALS_RETRIES: max(0, tried.count - 1),
+                    }
+                )
                 raise
             span.set_response(
-                text=response.text, finish_reason=response.finish_reason,
-                input_tokens=response.input_tokens, output_tokens=response.output_tokens,
-                cost=response.cost_usd, response_model=response.model,
-                cache_hit=response.cached, retries=max(0, response.attempts - 1),
+                text=response.text,
+                finish_reason=response.finish_reason,
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                cost=response.cost_usd,
+                response_model=response.model,
+                cache_hit=response.cached,
+                retries=max(0, response.attempts - 1),
                 tool_calls=response.tool_calls or None,
             )
             span.set_attribute(tracing_names.EVALS_LATENCY_MS, round(response.latency_ms, 3))
             return response
 
-    async def _complete(self, request: ChatRequest, tried: _Attempts | None = None
-                        ) -> ChatResponse:
+    async def _complete(self, request: ChatRequest, tried: _Attempts | None = None) -> ChatResponse:
         read, write = self._use_cache(request)
         key = cache_key(self.model, request) if (read or write) and self.cache else None
         if read and key is not None and self.cache is not None:
@@ -377,8 +407,9 @@ class ModelClient:
             self.cache.cache_put(key, self.model.id, response.to_payload())
         return response
 
-    async def _call_with_retries(self, request: ChatRequest, tried: _Attempts | None = None
-                                 ) -> ChatResponse:
+    async def _call_with_retries(
+        self, request: ChatRequest, tried: _Attempts | None = None
+    ) -> ChatResponse:
         model = self.model
         waits: list[float] = []
 
@@ -492,8 +523,10 @@ class ModelClient:
         if input_tokens is None or output_tokens is None:
             return None
         if model.price is not None:
-            return (input_tokens * model.price.input_per_million
-                    + output_tokens * model.price.output_per_million) / 1e6
+            return (
+                input_tokens * model.price.input_per_million
+                + output_tokens * model.price.output_per_million
+            ) / 1e6
         if is_local(model.id):
             return 0.0
         if not self._cost_known:
@@ -518,8 +551,9 @@ class ClientPool:
         self.cache_mode: CacheMode = "auto"
         self.concurrency: int | None = None
 
-    def configure(self, *, cache: ResponseCache | None, cache_mode: CacheMode,
-                  concurrency: int | None) -> None:
+    def configure(
+        self, *, cache: ResponseCache | None, cache_mode: CacheMode, concurrency: int | None
+    ) -> None:
         """Bind the run's cache and defaults (clients made earlier keep theirs)."""
         self.cache, self.cache_mode, self.concurrency = cache, cache_mode, concurrency
 
@@ -527,8 +561,9 @@ class ClientPool:
         key = content_hash(model.model_dump(mode="json"))
         client = self._clients.get(key)
         if client is None:
-            client = ModelClient(model, cache=self.cache, cache_mode=self.cache_mode,
-                                 concurrency=self.concurrency)
+            client = ModelClient(
+                model, cache=self.cache, cache_mode=self.cache_mode, concurrency=self.concurrency
+            )
             self._clients[key] = client
         return client
 

@@ -64,12 +64,19 @@ def summary_table(summary: dict[str, Any], title: str) -> Table:
     for column in ("model", "scorer", "pass rate", "95% CI", "mean", "errors"):
         table.add_column(column, justify="right" if column not in ("model", "scorer") else "left")
     for model, block in summary.get("models", {}).items():
-        table.add_row(model, "[b]all scorers[/b]", pct(block["pass_rate"]),
-                      _ci(block), "-", str(block["errors"]))
+        table.add_row(
+            model,
+            "[b]all scorers[/b]",
+            pct(block["pass_rate"]),
+            _ci(block),
+            "-",
+            str(block["errors"]),
+        )
         for name, sblock in block.get("scorers", {}).items():
             mean = "-" if sblock.get("mean_score") is None else f"{sblock['mean_score']:.3f}"
-            table.add_row("", name, pct(sblock["pass_rate"]), _ci(sblock), mean,
-                          str(sblock["errors"]))
+            table.add_row(
+                "", name, pct(sblock["pass_rate"]), _ci(sblock), mean, str(sblock["errors"])
+            )
     return table
 
 
@@ -87,9 +94,15 @@ def cost_table(summary: dict[str, Any]) -> Table:
         cost = money(block["cost_usd"])
         if block["cost_usd"] is not None and not block.get("cost_complete", True):
             cost += " (partial)"
-        row = [model, str(block["results"]), str(block["cached"]), cost,
-               f"{block['input_tokens']}/{block['output_tokens']}",
-               ms(block["latency_p50_ms"]), ms(block["latency_p95_ms"])]
+        row = [
+            model,
+            str(block["results"]),
+            str(block["cached"]),
+            cost,
+            f"{block['input_tokens']}/{block['output_tokens']}",
+            ms(block["latency_p50_ms"]),
+            ms(block["latency_p95_ms"]),
+        ]
         if judged:
             judge = block.get("judge") or {}
             row += [str(judge.get("calls", 0)), money(judge.get("cost_usd"))]
@@ -105,8 +118,17 @@ def _ci(block: dict[str, Any]) -> str:
 
 def runs_table(runs: list[dict[str, Any]]) -> Table:
     table = Table(title="runs", title_justify="left")
-    for column in ("run", "suite", "status", "started", "models", "pass", "errors", "cost",
-                   "commit"):
+    for column in (
+        "run",
+        "suite",
+        "status",
+        "started",
+        "models",
+        "pass",
+        "errors",
+        "cost",
+        "commit",
+    ):
         # Ids are what users copy into the next command: never wrap or cut them.
         table.add_column(column, no_wrap=column == "run", min_width=22 if column == "run" else None)
     for run in runs:
@@ -118,10 +140,15 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
         git = (run.get("manifest") or {}).get("git") or {}
         commit = (git.get("commit") or "-")[:8] + ("*" if git.get("dirty") else "")
         table.add_row(
-            run["id"], run["suite"], run["status"], when(run["created_at"]),
-            ", ".join(models) or "-", pct(passed / settled) if settled else "-",
+            run["id"],
+            run["suite"],
+            run["status"],
+            when(run["created_at"]),
+            ", ".join(models) or "-",
+            pct(passed / settled) if settled else "-",
             str(summary.get("errors", "-")),
-            money(sum(c for c in cost if c is not None)) if cost else "-", commit,
+            money(sum(c for c in cost if c is not None)) if cost else "-",
+            commit,
         )
     return table
 
@@ -130,8 +157,10 @@ def threshold_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     for check in summary.get("thresholds", []):
         mark = "ok  " if check["ok"] else "FAIL"
-        lines.append(f"{mark} threshold {check['scorer']} on {check['model']}: "
-                     f"{pct(check['actual'])} (required {pct(check['required'])})")
+        lines.append(
+            f"{mark} threshold {check['scorer']} on {check['model']}: "
+            f"{pct(check['actual'])} (required {pct(check['required'])})"
+        )
     return lines
 
 
@@ -142,15 +171,19 @@ def lineage_table(manifest: dict[str, Any]) -> Table:
     suite = manifest.get("suite") or {}
     table.add_row("suite", f"{suite.get('name')} @ {suite.get('version')} ({suite.get('path')})")
     dataset = manifest.get("dataset") or {}
-    table.add_row("dataset", f"{dataset.get('source')} @ {dataset.get('version')} "
-                  f"({dataset.get('selected')} of {dataset.get('rows')} cases)")
+    table.add_row(
+        "dataset",
+        f"{dataset.get('source')} @ {dataset.get('version')} "
+        f"({dataset.get('selected')} of {dataset.get('rows')} cases)",
+    )
     prompt = manifest.get("prompt")
     if prompt:
         table.add_row("prompt", f"{prompt['name']} @ {prompt['version']}")
     for model in manifest.get("models") or []:
         table.add_row("model", f"{model.get('name') or model['id']} {model.get('params') or ''}")
-    table.add_row("scorers", ", ".join(s.get("name") or s["type"] for s in
-                                       manifest.get("scorers") or []))
+    table.add_row(
+        "scorers", ", ".join(s.get("name") or s["type"] for s in manifest.get("scorers") or [])
+    )
     git = manifest.get("git") or {}
     table.add_row("git", f"{git.get('commit') or '-'}{' (dirty)' if git.get('dirty') else ''}")
     env = manifest.get("environment") or {}
@@ -173,15 +206,18 @@ def failures_table(results: list[Any], limit: int) -> Table:
         else:
             why = "; ".join(f"{s.scorer}: {s.reason}" for s in result.scores if s.status != "pass")
         output = (result.output or "")[:120]
-        table.add_row(result.case_id, result.model, str(result.epoch), result.status,
-                      Text(why), Text(output))
+        table.add_row(
+            result.case_id, result.model, str(result.epoch), result.status, Text(why), Text(output)
+        )
     return table
 
 
 def run_details(run: dict[str, Any], results: list[Any], *, failures: int) -> list[Any]:
     parts: list[Any] = [
-        Text(f"run {run['id']}  suite {run['suite']}  status {run['status']}  "
-             f"started {when(run['created_at'])}"),
+        Text(
+            f"run {run['id']}  suite {run['suite']}  status {run['status']}  "
+            f"started {when(run['created_at'])}"
+        ),
         lineage_table(run.get("manifest") or {}),
     ]
     summary = run.get("summary")

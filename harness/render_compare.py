@@ -170,8 +170,12 @@ def gold_table(comparison: Comparison) -> Table | None:
     for column in ("case", "dropped", "gained", "k base/cand"):
         table.add_column(column, overflow="fold")
     for item in comparison.gold[:MAX_ROWS]:
-        table.add_row(_t(item.case_id), _t(", ".join(item.dropped), "red"),
-                      _t(", ".join(item.gained), "green"), _t(f"{item.base_k}/{item.cand_k}"))
+        table.add_row(
+            _t(item.case_id),
+            _t(", ".join(item.dropped), "red"),
+            _t(", ".join(item.gained), "green"),
+            _t(f"{item.base_k}/{item.cand_k}"),
+        )
     if len(comparison.gold) > MAX_ROWS:
         table.caption = f"{len(comparison.gold) - MAX_ROWS} more in --json"
     return table

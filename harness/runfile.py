@@ -19,8 +19,9 @@ def _header(run: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]
     return {"format": RUN_FILE_FORMAT, "schema": RUN_FILE_SCHEMA, "run": run, **(extra or {})}
 
 
-def write_run_file(store: Store, run_ref: str, path: Path,
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_run_file(
+    store: Store, run_ref: str, path: Path, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write a run to `path` (.jsonl, or .parquet). Returns the run record written."""
     run = store.get_run(run_ref)
     results = store.results(run["id"])
@@ -39,8 +40,9 @@ def write_run_file(store: Store, run_ref: str, path: Path,
         with tmp.open("w", encoding="utf-8") as out:
             out.write(json.dumps(_header(run, extra), ensure_ascii=False, default=str) + "\n")
             for result in results:
-                out.write(json.dumps({"result": result.to_dict()}, ensure_ascii=False,
-                                     default=str) + "\n")
+                out.write(
+                    json.dumps({"result": result.to_dict()}, ensure_ascii=False, default=str) + "\n"
+                )
     tmp.replace(path)  # atomic: a reader never sees half a file
     return run
 
@@ -51,8 +53,12 @@ def _upgrade(header: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ConfigError("not an evals run file (missing format header)", path=path, line=1)
     schema = header.get("schema")
     if not isinstance(schema, int) or schema > RUN_FILE_SCHEMA:
-        raise ConfigError(f"run file schema {schema!r} is newer than this harness "
-                          f"understands ({RUN_FILE_SCHEMA})", path=path, line=1)
+        raise ConfigError(
+            f"run file schema {schema!r} is newer than this harness "
+            f"understands ({RUN_FILE_SCHEMA})",
+            path=path,
+            line=1,
+        )
     return header
 
 

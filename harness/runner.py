@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import math
 import os
-import signal
 import secrets
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,7 +18,6 @@ from typing import Any
 import tracing
 from harness import lineage
 from harness import workers as workers_mod
-from tracing import conventions as names
 from harness.artifacts import prompt_resolver
 from harness.cases import Case
 from harness.config import ModelConfig
@@ -30,6 +29,7 @@ from harness.store import ResultRow, ScoreRow, Store
 from harness.suite import Selection, Suite, load_suite
 from harness.summary import summarize
 from harness.targets import TargetResult
+from tracing import conventions as names
 
 NO_MODEL = "-"
 FLUSH_INTERVAL_S = 0.25
@@ -89,12 +89,18 @@ def build_manifest(suite: Suite, options: RunOptions, run_id: str) -> dict[str, 
         "run_id": run_id,
         "suite": {"name": suite.name, "path": suite.display_path, "version": suite.version},
         "dataset": {
-            "source": suite.dataset.source, "version": suite.dataset.version,
-            "rows": suite.dataset.rows, "selected": len(suite.cases),
+            "source": suite.dataset.source,
+            "version": suite.dataset.version,
+            "rows": suite.dataset.rows,
+            "selected": len(suite.cases),
             "selection": options.selection.as_dict(),
         },
-        "prompt": None if prompt is None else {
-            "name": prompt.name, "version": prompt.version, "source": prompt.source,
+        "prompt": None
+        if prompt is None
+        else {
+            "name": prompt.name,
+            "version": prompt.version,
+            "source": prompt.source,
             "content": prompt.content(),
         },
         # Other versioned artifacts, kind -> [{name, version, content}]: the RAG issue fills
@@ -190,7 +196,9 @@ class Runner:
             if changed:
                 raise ConfigError(
                     f"cannot resume run {self.run_id}: its {changed} differs from the "
-                    "interrupted run's (start a new run instead)", field="--resume")
+                    "interrupted run's (start a new run instead)",
+                    field="--resume",
+                )
             self.store.update_run(self.run_id, status="running")
             return self.store.completed_keys(self.run_id)
         self.store.create_run(self.run_id, self.suite.name, manifest)
@@ -202,8 +210,9 @@ class Runner:
             models = [(NO_MODEL, None)]
         concurrency = self.options.concurrency or self.suite.config.concurrency
         pool = self.suite.clients
-        pool.configure(cache=self.store, cache_mode=self.options.cache_mode,
-                       concurrency=concurrency)
+        pool.configure(
+            cache=self.store, cache_mode=self.options.cache_mode, concurrency=concurrency
+        )
         for label, model in models:
             self.clients[label] = None if model is None else pool.client(model)
         return models
@@ -226,8 +235,11 @@ class Runner:
             self.on_progress(self.progress)
         pending = sum(len(q) for q in queues.values())
         processes = self.options.workers or workers_mod.auto_workers(
-            pending, any(client is not None and is_local(client.model.id)
-                         for client in self.clients.values()))
+            pending,
+            any(
+                client is not None and is_local(client.model.id) for client in self.clients.values()
+            ),
+        )
         sources: dict[str, Any]
         if processes > 1 and self.worker_spec is not None and pending > 1:
             sources = self._start_children(queues, processes)
@@ -258,8 +270,9 @@ class Runner:
         pending: set[asyncio.Task[Any]] = set(workers)
         try:
             while pending:
-                done, pending = await asyncio.wait(pending | {stop},
-                                                   return_when=asyncio.FIRST_COMPLETED)
+                done, pending = await asyncio.wait(
+                    pending | {stop}, return_when=asyncio.FIRST_COMPLETED
+                )
                 pending.discard(stop)
                 for task in done:
                     if task is not stop and task.exception() is not None:
@@ -284,13 +297,17 @@ class Runner:
                 if self._stopping.is_set():
                     self._signal_children()
 
-    def _start_workers(self, models: list[tuple[str, ModelConfig | None]],
-                       sources: dict[str, Any]) -> list[asyncio.Task[None]]:
+    def _start_workers(
+        self, models: list[tuple[str, ModelConfig | None]], sources: dict[str, Any]
+    ) -> list[asyncio.Task[None]]:
         tasks = []
         for label, _ in models:
             client = self.clients[label]
-            count = client.concurrency if client is not None else (
-                self.options.concurrency or self.suite.config.concurrency or 8)
+            count = (
+                client.concurrency
+                if client is not None
+                else (self.options.concurrency or self.suite.config.concurrency or 8)
+            )
             for _ in range(max(1, count)):
                 tasks.append(asyncio.create_task(self._worker(label, sources[label])))
         return tasks
@@ -307,8 +324,9 @@ class Runner:
             self._record(result)
 
     # --- worker processes -----------------------------------------------------------------
-    def _start_children(self, queues: dict[str, deque[tuple[Case, int]]],
-                        processes: int) -> dict[str, Any]:
+    def _start_children(
+        self, queues: dict[str, deque[tuple[Case, int]]], processes: int
+    ) -> dict[str, Any]:
         """Share the pending work with processes-1 children through chunked queues."""
         assert self.worker_spec is not None
         self.worker_spec.processes = processes
@@ -316,11 +334,13 @@ class Runner:
             if client is not None:
                 client.share(processes)
         context = workers_mod.spawn_context()
-        shared = workers_mod.fill_queues(context, {k: list(v) for k, v in queues.items()},
-                                         processes)
+        shared = workers_mod.fill_queues(
+            context, {k: list(v) for k, v in queues.items()}, processes
+        )
         for _ in range(processes - 1):
-            child = context.Process(target=workers_mod.child_main,
-                                    args=(self.worker_spec, shared), daemon=True)
+            child = context.Process(
+                target=workers_mod.child_main, args=(self.worker_spec, shared), daemon=True
+            )
             child.start()
             self._children.append(child)
         self._queues = shared
@@ -423,27 +443,38 @@ class Runner:
             return
         settled = progress.passed + progress.failed + progress.errors
         certain = progress.errors > limit * progress.total
-        confident = (settled >= MIN_RESULTS_FOR_ABORT
-                     and _wilson_low(progress.errors, settled) > limit)
+        confident = (
+            settled >= MIN_RESULTS_FOR_ABORT and _wilson_low(progress.errors, settled) > limit
+        )
         if certain or confident:
             self._abort_reason = (
-                f"error rate {progress.errors}/{settled} exceeds --max-error-rate {limit:.0%}")
+                f"error rate {progress.errors}/{settled} exceeds --max-error-rate {limit:.0%}"
+            )
             self._stopping.set()
 
     # --- one item -------------------------------------------------------------------------
-    async def run_item(self, case: Case, label: str, client: ModelClient | None,
-                       epoch: int) -> ResultRow:
+    async def run_item(
+        self, case: Case, label: str, client: ModelClient | None, epoch: int
+    ) -> ResultRow:
         """Run, score and trace one (case, model, epoch): the case is one trace."""
-        attributes: dict[str, Any] = {names.EVALS_RUN_ID: self.run_id, names.EVALS_CASE_ID: case.id,
-                      names.EVALS_MODEL: label, names.EVALS_EPOCH: epoch}
+        attributes: dict[str, Any] = {
+            names.EVALS_RUN_ID: self.run_id,
+            names.EVALS_CASE_ID: case.id,
+            names.EVALS_MODEL: label,
+            names.EVALS_EPOCH: epoch,
+        }
         with tracing.step_span(None, f"case {case.id}", **attributes) as span:
             result = await self._run_item(case, label, client, epoch)
             span.set_input(case.template_vars())
             if result.output is not None:
                 span.set_output(result.output)
-            span.set_attributes({names.EVALS_VERDICT: result.status,
-                                 names.EVALS_COST_USD: result.cost_usd,
-                                 names.EVALS_SCORE: result.score})
+            span.set_attributes(
+                {
+                    names.EVALS_VERDICT: result.status,
+                    names.EVALS_COST_USD: result.cost_usd,
+                    names.EVALS_SCORE: result.score,
+                }
+            )
             if result.status == "error":
                 span.set_error(result.error or "error", result.error_kind or "error")
             context = span.span.get_span_context()
@@ -451,8 +482,9 @@ class Runner:
                 result.trace_id = format(context.trace_id, "032x")
             return result
 
-    async def _run_item(self, case: Case, label: str, client: ModelClient | None,
-                        epoch: int) -> ResultRow:
+    async def _run_item(
+        self, case: Case, label: str, client: ModelClient | None, epoch: int
+    ) -> ResultRow:
         target = await self.suite.target.run(case, client, epoch)
         scores: list[ScoreRow] = []
         status, error, error_kind = "error", target.error, target.error_kind
@@ -468,29 +500,50 @@ class Runner:
             else:
                 status = "pass" if all(row.status == "pass" for row in scores) else "fail"
                 error, error_kind = None, None
-            weighted = [(s.weight, row.value) for (row, _), s in zip(outcomes, self.suite.scorers,
-                                                                      strict=True)
-                        if row.value is not None and row.status != "error"]
+            weighted = [
+                (s.weight, row.value)
+                for (row, _), s in zip(outcomes, self.suite.scorers, strict=True)
+                if row.value is not None and row.status != "error"
+            ]
             total_weight = sum(w for w, _ in weighted)
             if weighted and total_weight > 0 and status != "error":  # an error has no score
                 value = sum(w * (v or 0.0) for w, v in weighted) / total_weight
         return ResultRow(
-            run_id=self.run_id, case_id=case.id, model=label, epoch=epoch, status=status,
-            score=value, output=target.output, error=error, error_kind=error_kind,
-            latency_ms=target.latency_ms, input_tokens=target.input_tokens,
-            output_tokens=target.output_tokens, cost_usd=target.cost_usd,
-            cached=target.cached, attempts=target.attempts, trace_id=None,
-            case_data={"fields": case.fields, "expected": case.expected,
-                       "metadata": case.metadata},
-            detail=_detail(target), scores=scores, created_at=time.time(),
+            run_id=self.run_id,
+            case_id=case.id,
+            model=label,
+            epoch=epoch,
+            status=status,
+            score=value,
+            output=target.output,
+            error=error,
+            error_kind=error_kind,
+            latency_ms=target.latency_ms,
+            input_tokens=target.input_tokens,
+            output_tokens=target.output_tokens,
+            cost_usd=target.cost_usd,
+            cached=target.cached,
+            attempts=target.attempts,
+            trace_id=None,
+            case_data={"fields": case.fields, "expected": case.expected, "metadata": case.metadata},
+            detail=_detail(target),
+            scores=scores,
+            created_at=time.time(),
         )
 
     def _context(self, case: Case, label: str, target: TargetResult) -> ScoreContext:
         return ScoreContext(
-            case=case, output=target.output, vars=case.template_vars(), model=label,
-            latency_ms=target.latency_ms, cost_usd=target.cost_usd,
-            input_tokens=target.input_tokens, output_tokens=target.output_tokens,
-            messages=target.messages, tool_calls=target.tool_calls, retrieved=target.retrieved,
+            case=case,
+            output=target.output,
+            vars=case.template_vars(),
+            model=label,
+            latency_ms=target.latency_ms,
+            cost_usd=target.cost_usd,
+            input_tokens=target.input_tokens,
+            output_tokens=target.output_tokens,
+            messages=target.messages,
+            tool_calls=target.tool_calls,
+            retrieved=target.retrieved,
             extras=target.extras,
         )
 
@@ -507,11 +560,17 @@ class Runner:
                 # A failed judgment still cost tokens: keep what the scorer measured.
                 detail.update(getattr(exc, "details", None) or {})
                 span.set_error(str(exc), kind)
-                return ScoreRow(scorer.name, "error", None, f"{type(exc).__name__}: {exc}",
-                                detail), None
+                return ScoreRow(
+                    scorer.name, "error", None, f"{type(exc).__name__}: {exc}", detail
+                ), None
             span.set_score(score.value, score.passed, score.reason)
-        return ScoreRow(scorer.name, "pass" if score.passed else "fail", score.value,
-                        score.reason, score.details), score
+        return ScoreRow(
+            scorer.name,
+            "pass" if score.passed else "fail",
+            score.value,
+            score.reason,
+            score.details,
+        ), score
 
 
 def _detail(target: TargetResult) -> dict[str, Any]:
@@ -520,9 +579,16 @@ def _detail(target: TargetResult) -> dict[str, Any]:
         "tool_calls": target.tool_calls,
         "retrieved": target.retrieved,
         "calls": [
-            {"model": c.model, "input_tokens": c.input_tokens, "output_tokens": c.output_tokens,
-             "cost_usd": c.cost_usd, "latency_ms": round(c.latency_ms, 3), "cached": c.cached,
-             "attempts": c.attempts, "finish_reason": c.finish_reason}
+            {
+                "model": c.model,
+                "input_tokens": c.input_tokens,
+                "output_tokens": c.output_tokens,
+                "cost_usd": c.cost_usd,
+                "latency_ms": round(c.latency_ms, 3),
+                "cached": c.cached,
+                "attempts": c.attempts,
+                "finish_reason": c.finish_reason,
+            }
             for c in target.calls
         ],
         "extras": target.extras or None,
@@ -539,19 +605,30 @@ def _wilson_low(k: int, n: int, z: float = 1.959964) -> float:
     return (centre - margin) / denom
 
 
-def load_for_run(suite_path: Path, *, project_dir: Path, store_path: Path,
-                 options: RunOptions, model_ids: list[str] | None) -> Suite:
+def load_for_run(
+    suite_path: Path,
+    *,
+    project_dir: Path,
+    store_path: Path,
+    options: RunOptions,
+    model_ids: list[str] | None,
+) -> Suite:
     """Load and validate a suite, check its models, and prepare its target (e.g. open a rag
     index). Writes nothing to the run store."""
-    suite = load_suite(suite_path, project_dir=project_dir, selection=options.selection,
-                       model_ids=model_ids,
-                       resolve_prompt=prompt_resolver(store_path, project_dir))
+    suite = load_suite(
+        suite_path,
+        project_dir=project_dir,
+        selection=options.selection,
+        model_ids=model_ids,
+        resolve_prompt=prompt_resolver(store_path, project_dir),
+    )
     for index, model in enumerate(suite.models):
         try:
             check_model(model, where=f"models[{index}]")
         except ConfigError as exc:
-            loc: tuple[str | int, ...] = ("models", index) if index < len(
-                suite.config.models) else ()
+            loc: tuple[str | int, ...] = (
+                ("models", index) if index < len(suite.config.models) else ()
+            )
             raise suite.doc.error(exc.message, loc) from None
     prepare = getattr(suite.target, "prepare", None)
     if prepare is not None:  # e.g. open (or build) a rag target's index, now that all is valid
@@ -562,16 +639,19 @@ def load_for_run(suite_path: Path, *, project_dir: Path, store_path: Path,
 def _setup_tracing(options: RunOptions, store_path: Path, project: str) -> Any:
     if not options.trace:
         return None
-    return tracing.setup(store=store_path, otlp_endpoint=options.otlp_endpoint,
-                         capture_content=options.capture_content, project_name=project)
+    return tracing.setup(
+        store=store_path,
+        otlp_endpoint=options.otlp_endpoint,
+        capture_content=options.capture_content,
+        project_name=project,
+    )
 
 
 def run_worker_process(suite: Suite, spec: workers_mod.WorkerSpec, queues: dict[str, Any]) -> None:
     """A worker process's share of a run (see harness.workers): same store, same run id."""
     store = Store.open(spec.store_path)
     handle = _setup_tracing(spec.options, spec.store_path, suite.name)
-    runner = Runner(suite, store, spec.options, run_id=spec.run_id, resume=True,
-                    worker_spec=spec)
+    runner = Runner(suite, store, spec.options, run_id=spec.run_id, resume=True, worker_spec=spec)
     runner._shared = True
 
     async def main() -> None:
@@ -611,23 +691,37 @@ def execute(
         selection = manifest["dataset"].get("selection") or {}
         shard = selection.get("shard")
         options.selection = Selection(
-            limit=selection.get("limit"), sample=selection.get("sample"),
-            seed=selection.get("seed"), filters=list(selection.get("filters") or []),
-            shard=(int(shard[0]), int(shard[1])) if shard else None)
+            limit=selection.get("limit"),
+            sample=selection.get("sample"),
+            seed=selection.get("seed"),
+            filters=list(selection.get("filters") or []),
+            shard=(int(shard[0]), int(shard[1])) if shard else None,
+        )
         options.repeat = options.repeat or manifest.get("repeat")
         model_ids = model_ids or [m.get("name") or m["id"] for m in manifest.get("models", [])]
     if suite_path is None:
         raise ConfigError("give a suite file (e.g. evalsets/demo.yaml) or --resume RUN")
-    suite = load_for_run(suite_path, project_dir=project_dir, store_path=store_path,
-                         options=options, model_ids=model_ids)
+    suite = load_for_run(
+        suite_path,
+        project_dir=project_dir,
+        store_path=store_path,
+        options=options,
+        model_ids=model_ids,
+    )
     store = Store.open(store_path)
     handle = _setup_tracing(options, store_path, suite.name)
     try:
-        runner = Runner(suite, store, options, on_progress=on_progress, run_id=run_id,
-                        resume=resume is not None)
+        runner = Runner(
+            suite, store, options, on_progress=on_progress, run_id=run_id, resume=resume is not None
+        )
         runner.worker_spec = workers_mod.WorkerSpec(
-            suite_path=suite_path, project_dir=project_dir, store_path=store_path,
-            run_id=runner.run_id, options=options, model_ids=[m.label for m in suite.models])
+            suite_path=suite_path,
+            project_dir=project_dir,
+            store_path=store_path,
+            run_id=runner.run_id,
+            options=options,
+            model_ids=[m.label for m in suite.models],
+        )
         if on_start:
             on_start(runner)
 
@@ -645,15 +739,21 @@ def execute(
             raise
         finally:
             if not refused:
-                record_run_versions(store, runner.run_id, project_dir=project_dir,
-                                    suite=suite_content(suite.config),
-                                    prompt_ref=suite.config.prompt)
+                record_run_versions(
+                    store,
+                    runner.run_id,
+                    project_dir=project_dir,
+                    suite=suite_content(suite.config),
+                    prompt_ref=suite.config.prompt,
+                )
             if handle is not None:
                 handle.shutdown()  # flushes every span before the run is reported
         if handle is not None:
-            outcome.summary["tracing"] = {"exported": handle.exported_spans,
-                                          "dropped": handle.dropped_spans,
-                                          "failed": handle.failed_spans}
+            outcome.summary["tracing"] = {
+                "exported": handle.exported_spans,
+                "dropped": handle.dropped_spans,
+                "failed": handle.failed_spans,
+            }
             store.update_run(outcome.run_id, summary=outcome.summary)
         return outcome
     finally:

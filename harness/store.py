@@ -250,8 +250,10 @@ def _redacted(result: ResultRow) -> ResultRow:
         error=redact_value(result.error),
         case_data=redact_value(result.case_data),
         detail=redact_value(result.detail),
-        scores=[replace(s, reason=redact_value(s.reason), detail=redact_value(s.detail))
-                for s in result.scores],
+        scores=[
+            replace(s, reason=redact_value(s.reason), detail=redact_value(s.detail))
+            for s in result.scores
+        ],
     )
 
 
@@ -302,8 +304,9 @@ class Store:
                 raise StoreError(f"no run store at {path} (run `evals run` first, or pass --store)")
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             _enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -311,8 +314,10 @@ class Store:
             store._migrate()
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise StoreError(f"the run store {path} is busy ({exc}): another evals "
-                                 "process holds it; try again when it has finished") from None
+                raise StoreError(
+                    f"the run store {path} is busy ({exc}): another evals "
+                    "process holds it; try again when it has finished"
+                ) from None
             raise StoreError(
                 f"the run store {path} is not a readable SQLite database ({exc}); move it aside "
                 f"(mv {path} {path}.bad) or pass --store PATH to use another"
@@ -370,9 +375,15 @@ class Store:
                 (run_id, suite, "running", time.time(), _dumps(manifest)),
             )
 
-    def update_run(self, run_id: str, *, status: str | None = None,
-                   summary: dict[str, Any] | None = None,
-                   manifest: dict[str, Any] | None = None, finished: bool = False) -> None:
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        summary: dict[str, Any] | None = None,
+        manifest: dict[str, Any] | None = None,
+        finished: bool = False,
+    ) -> None:
         sets: list[str] = []
         args: list[Any] = []
         if status is not None:
@@ -396,7 +407,8 @@ class Store:
         """A run by id, unique id prefix, or 'last'."""
         if ref == "last":
             row = self.conn.execute(
-                "SELECT * FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
+                "SELECT * FROM runs ORDER BY created_at DESC LIMIT 1"
+            ).fetchone()
             if row is None:
                 raise StoreError("the store holds no runs yet")
             return self._run_dict(row)
@@ -427,8 +439,13 @@ class Store:
     @staticmethod
     def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
         return {
-            "id": row[0], "suite": row[1], "status": row[2], "created_at": row[3],
-            "finished_at": row[4], "manifest": _loads(row[5]), "summary": _loads(row[6]),
+            "id": row[0],
+            "suite": row[1],
+            "status": row[2],
+            "created_at": row[3],
+            "finished_at": row[4],
+            "manifest": _loads(row[5]),
+            "summary": _loads(row[6]),
         }
 
     # --- results --------------------------------------------------------------------------
@@ -449,28 +466,54 @@ class Store:
         results = [_redacted(r) for r in results]
         with self.transaction():
             self.conn.executemany(
-                "INSERT OR REPLACE INTO results VALUES "
-                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (r.run_id, r.case_id, r.model, r.epoch, r.status, r.score, r.output, r.error,
-                     r.error_kind, r.latency_ms, r.input_tokens, r.output_tokens, r.cost_usd,
-                     int(r.cached), r.attempts, r.trace_id, _dumps(r.case_data), _dumps(r.detail),
-                     r.created_at or time.time())
+                    (
+                        r.run_id,
+                        r.case_id,
+                        r.model,
+                        r.epoch,
+                        r.status,
+                        r.score,
+                        r.output,
+                        r.error,
+                        r.error_kind,
+                        r.latency_ms,
+                        r.input_tokens,
+                        r.output_tokens,
+                        r.cost_usd,
+                        int(r.cached),
+                        r.attempts,
+                        r.trace_id,
+                        _dumps(r.case_data),
+                        _dumps(r.detail),
+                        r.created_at or time.time(),
+                    )
                     for r in results
                 ],
             )
             self.conn.executemany(
                 "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?,?)",
                 [
-                    (r.run_id, r.case_id, r.model, r.epoch, s.scorer, s.status, s.value,
-                     s.reason, _dumps(s.detail))
+                    (
+                        r.run_id,
+                        r.case_id,
+                        r.model,
+                        r.epoch,
+                        s.scorer,
+                        s.status,
+                        s.value,
+                        s.reason,
+                        _dumps(s.detail),
+                    )
                     for r in results
                     for s in r.scores
                 ],
             )
             if cache:
                 self.conn.executemany(
-                    "INSERT OR REPLACE INTO response_cache VALUES (?,?,?,?)", list(cache.values()))
+                    "INSERT OR REPLACE INTO response_cache VALUES (?,?,?,?)", list(cache.values())
+                )
         return len(results)
 
     def result_counts(self, run_id: str) -> dict[str, Any]:
@@ -478,7 +521,8 @@ class Store:
         counts: dict[str, Any] = {"cached": 0, "cost": 0.0}
         for status, count, cached, cost in self.conn.execute(
             "SELECT status, COUNT(*), SUM(cached), SUM(cost_usd) FROM results WHERE run_id = ? "
-            "GROUP BY status", (run_id,)
+            "GROUP BY status",
+            (run_id,),
         ):
             counts[status] = count
             counts["cached"] += cached or 0
@@ -488,7 +532,8 @@ class Store:
     def completed_keys(self, run_id: str) -> set[tuple[str, str, int]]:
         """(case_id, model, epoch) of every result already stored for a run."""
         rows = self.conn.execute(
-            "SELECT case_id, model, epoch FROM results WHERE run_id = ?", (run_id,))
+            "SELECT case_id, model, epoch FROM results WHERE run_id = ?", (run_id,)
+        )
         return {(r[0], r[1], r[2]) for r in rows}
 
     def results(self, run_id: str) -> list[ResultRow]:
@@ -496,22 +541,40 @@ class Store:
         scores: dict[tuple[str, str, int], list[ScoreRow]] = {}
         for row in self.conn.execute(
             "SELECT case_id, model, epoch, scorer, status, value, reason, detail FROM scores "
-            "WHERE run_id = ? ORDER BY rowid", (run_id,)
+            "WHERE run_id = ? ORDER BY rowid",
+            (run_id,),
         ):
             scores.setdefault((row[0], row[1], row[2]), []).append(
-                ScoreRow(row[3], row[4], row[5], row[6] or "", _loads(row[7])))
+                ScoreRow(row[3], row[4], row[5], row[6] or "", _loads(row[7]))
+            )
         out = []
         for row in self.conn.execute(
             "SELECT * FROM results WHERE run_id = ? ORDER BY model, epoch, case_id", (run_id,)
         ):
-            out.append(ResultRow(
-                run_id=row[0], case_id=row[1], model=row[2], epoch=row[3], status=row[4],
-                score=row[5], output=row[6], error=row[7], error_kind=row[8],
-                latency_ms=row[9], input_tokens=row[10], output_tokens=row[11],
-                cost_usd=row[12], cached=bool(row[13]), attempts=row[14], trace_id=row[15],
-                case_data=_loads(row[16]), detail=_loads(row[17]), created_at=row[18],
-                scores=scores.get((row[1], row[2], row[3]), []),
-            ))
+            out.append(
+                ResultRow(
+                    run_id=row[0],
+                    case_id=row[1],
+                    model=row[2],
+                    epoch=row[3],
+                    status=row[4],
+                    score=row[5],
+                    output=row[6],
+                    error=row[7],
+                    error_kind=row[8],
+                    latency_ms=row[9],
+                    input_tokens=row[10],
+                    output_tokens=row[11],
+                    cost_usd=row[12],
+                    cached=bool(row[13]),
+                    attempts=row[14],
+                    trace_id=row[15],
+                    case_data=_loads(row[16]),
+                    detail=_loads(row[17]),
+                    created_at=row[18],
+                    scores=scores.get((row[1], row[2], row[3]), []),
+                )
+            )
         return out
 
     def import_run(self, run: dict[str, Any], results: Iterable[ResultRow]) -> None:
@@ -522,8 +585,15 @@ class Store:
                 raise StoreError(f"run {run['id']} is already in {self.path}")
             self.conn.execute(
                 "INSERT INTO runs VALUES (?,?,?,?,?,?,?)",
-                (run["id"], run["suite"], run["status"], run["created_at"], run.get("finished_at"),
-                 _dumps(run["manifest"]), _dumps(run.get("summary"))),
+                (
+                    run["id"],
+                    run["suite"],
+                    run["status"],
+                    run["created_at"],
+                    run.get("finished_at"),
+                    _dumps(run["manifest"]),
+                    _dumps(run.get("summary")),
+                ),
             )
         for result in results:
             self.add_result(result)
@@ -535,7 +605,8 @@ class Store:
         if pending is not None:
             return dict(json.loads(pending[2]))
         row = self.conn.execute(
-            "SELECT payload FROM response_cache WHERE key = ?", (key,)).fetchone()
+            "SELECT payload FROM response_cache WHERE key = ?", (key,)
+        ).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
     def cache_put(self, key: str, model: str, payload: dict[str, Any]) -> None:

@@ -33,8 +33,12 @@ class Selection:
     shard: tuple[int, int] | None = None  # (i, n), 1-based: this job runs shard i of n
 
     def as_dict(self) -> dict[str, Any]:
-        selected: dict[str, Any] = {"limit": self.limit, "sample": self.sample,
-                                    "seed": self.seed, "filters": list(self.filters)}
+        selected: dict[str, Any] = {
+            "limit": self.limit,
+            "sample": self.sample,
+            "seed": self.seed,
+            "filters": list(self.filters),
+        }
         if self.shard is not None:  # only when set: unsharded manifests keep their shape
             selected["shard"] = list(self.shard)
         return selected
@@ -48,8 +52,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     except ValueError:
         shard = (0, 0)
     if not sep or not 1 <= shard[0] <= shard[1]:
-        raise ConfigError(f"expected i/n with 1 <= i <= n (e.g. 2/4), got {text!r}",
-                          field="--shard")
+        raise ConfigError(
+            f"expected i/n with 1 <= i <= n (e.g. 2/4), got {text!r}", field="--shard"
+        )
     return shard
 
 
@@ -92,17 +97,20 @@ def _relative(path: Path, project_dir: Path) -> str:
 
 def _scorer_error(doc: YamlDoc, exc: ConfigError) -> ConfigError:
     loc = parse_loc(exc.field or "")
-    return ConfigError(exc.message, path=exc.path or str(doc.path), line=doc.line_of(loc),
-                       field=exc.field)
+    return ConfigError(
+        exc.message, path=exc.path or str(doc.path), line=doc.line_of(loc), field=exc.field
+    )
 
 
-def _retrieval_target(config: SuiteConfig, prompt: Prompt | None, doc: YamlDoc,
-                      project_dir: Path, suite_dir: Path) -> RetrievalTarget:
+def _retrieval_target(
+    config: SuiteConfig, prompt: Prompt | None, doc: YamlDoc, project_dir: Path, suite_dir: Path
+) -> RetrievalTarget:
     """A rag or retrieval target with its retrieval config loaded (its index opens later)."""
     spec = config.target
     try:
-        source = load_source(spec.retrieval or "", top_k=spec.top_k, project_dir=project_dir,
-                             suite_dir=suite_dir)
+        source = load_source(
+            spec.retrieval or "", top_k=spec.top_k, project_dir=project_dir, suite_dir=suite_dir
+        )
     except ConfigError as exc:
         if exc.path is not None:  # an error inside the retrieval file names that file
             raise
@@ -140,25 +148,36 @@ def load_suite(
 
     dataset = load_dataset(config.dataset, suite_dir, suite_path=display)
     seed = selection.seed if selection.seed is not None else config.seed
-    cases = select_cases(dataset.cases, limit=selection.limit, sample=selection.sample,
-                         seed=seed, filters=selection.filters)
+    cases = select_cases(
+        dataset.cases,
+        limit=selection.limit,
+        sample=selection.sample,
+        seed=seed,
+        filters=selection.filters,
+    )
     if not cases:
-        raise ConfigError("no cases selected (check --filter / --limit)", path=display,
-                          field="dataset")
+        raise ConfigError(
+            "no cases selected (check --filter / --limit)", path=display, field="dataset"
+        )
     if selection.shard is not None:
         shard = selection.shard
         cases = [case for case in cases if in_shard(case.id, shard)]
         if not cases:
-            raise ConfigError(f"shard {shard[0]}/{shard[1]} holds none of the selected cases "
-                              "(fewer cases than shards?)", path=display, field="--shard")
+            raise ConfigError(
+                f"shard {shard[0]}/{shard[1]} holds none of the selected cases "
+                "(fewer cases than shards?)",
+                path=display,
+                field="--shard",
+            )
 
     prompt: Prompt | None = None
     if config.prompt:
         name, selector = split_ref(config.prompt)
         if selector is not None:
             if resolve_prompt is None:
-                raise doc.error(f"cannot resolve {config.prompt!r} without a run store",
-                                ("prompt",))
+                raise doc.error(
+                    f"cannot resolve {config.prompt!r} without a run store", ("prompt",)
+                )
             try:
                 prompt = resolve_prompt(name, selector)
             except ConfigError as exc:
@@ -182,9 +201,12 @@ def load_suite(
         tools = []
         for index, ref in enumerate(config.target.tools):
             try:
-                tools.append(Tool.from_function(
-                    load_function(ref, project_dir, where=f"target.tools[{index}]"),
-                    where=f"target.tools[{index}]"))
+                tools.append(
+                    Tool.from_function(
+                        load_function(ref, project_dir, where=f"target.tools[{index}]"),
+                        where=f"target.tools[{index}]",
+                    )
+                )
             except ConfigError as exc:
                 raise doc.error(exc.message, ("target", "tools", index)) from None
         target = AgentTarget(prompt, tools, config.target.max_steps)
@@ -192,8 +214,9 @@ def load_suite(
         target = _retrieval_target(config, prompt, doc, project_dir, suite_dir)
     else:
         try:
-            function = load_function(config.target.function or "", project_dir,
-                                     where="target.function")
+            function = load_function(
+                config.target.function or "", project_dir, where="target.function"
+            )
         except ConfigError as exc:
             raise doc.error(exc.message, ("target", "function")) from None
         target = PythonTarget(function)
@@ -212,12 +235,15 @@ def load_suite(
     names = [s.name for s in scorers]
     for index, name in enumerate(names):
         if names.index(name) != index:
-            raise doc.error(f"two scorers are named {name!r}; give one a distinct 'name'",
-                            ("scorers", index))
+            raise doc.error(
+                f"two scorers are named {name!r}; give one a distinct 'name'", ("scorers", index)
+            )
     for key in config.thresholds:
         if key not in names:
-            raise doc.error(f"threshold for unknown scorer {key!r}; scorers: {', '.join(names)}",
-                            ("thresholds", key))
+            raise doc.error(
+                f"threshold for unknown scorer {key!r}; scorers: {', '.join(names)}",
+                ("thresholds", key),
+            )
 
     # Every case must render before any model is called: a missing variable is a config error.
     for case in cases:
@@ -227,12 +253,23 @@ def load_suite(
             for scorer in scorers:
                 scorer.check_case(vars)
         except ConfigError as exc:
-            raise ConfigError(exc.message, path=exc.path or dataset.source,
-                              field=exc.field) from None
+            raise ConfigError(
+                exc.message, path=exc.path or dataset.source, field=exc.field
+            ) from None
 
     suite_content = config.model_dump(mode="json", exclude={"description"}, exclude_none=True)
     return Suite(
-        config=config, path=path, display_path=display, project_dir=project_dir,
-        version=short_version(suite_content), dataset=dataset, cases=cases, prompt=prompt,
-        target=target, models=models, scorers=scorers, doc=doc, clients=clients,
+        config=config,
+        path=path,
+        display_path=display,
+        project_dir=project_dir,
+        version=short_version(suite_content),
+        dataset=dataset,
+        cases=cases,
+        prompt=prompt,
+        target=target,
+        models=models,
+        scorers=scorers,
+        doc=doc,
+        clients=clients,
     )

@@ -30,13 +30,22 @@ def _rate_block(passed: int, failed: int, errors: int) -> dict[str, Any]:
     n = passed + failed
     low, high = wilson_interval(passed, n)
     return {
-        "n": n, "passed": passed, "failed": failed, "errors": errors,
-        "pass_rate": passed / n if n else None, "ci_low": low, "ci_high": high,
+        "n": n,
+        "passed": passed,
+        "failed": failed,
+        "errors": errors,
+        "pass_rate": passed / n if n else None,
+        "ci_low": low,
+        "ci_high": high,
     }
 
 
-def summarize(results: list[ResultRow], thresholds: dict[str, float] | None = None,
-              *, planned: int | None = None) -> dict[str, Any]:
+def summarize(
+    results: list[ResultRow],
+    thresholds: dict[str, float] | None = None,
+    *,
+    planned: int | None = None,
+) -> dict[str, Any]:
     """Per-model and per-model-per-scorer figures; errors are counted apart, never as fails."""
     thresholds = thresholds or {}
     by_model: dict[str, list[ResultRow]] = defaultdict(list)
@@ -49,19 +58,24 @@ def summarize(results: list[ResultRow], thresholds: dict[str, float] | None = No
         block = _rate_block(statuses.count("pass"), statuses.count("fail"), statuses.count("error"))
         costs = [r.cost_usd for r in rows if r.status != "error" or r.cost_usd is not None]
         known = [c for c in costs if c is not None]
-        latencies = [r.latency_ms for r in rows if r.latency_ms is not None and not r.cached
-                     and r.status != "error"]
-        block.update({
-            "results": len(rows),
-            "cost_usd": float(sum(known)) if known else (0.0 if not costs else None),
-            "cost_complete": len(known) == len(costs),
-            "latency_p50_ms": _percentile(latencies, 50),
-            "latency_p95_ms": _percentile(latencies, 95),
-            "input_tokens": sum(r.input_tokens or 0 for r in rows),
-            "output_tokens": sum(r.output_tokens or 0 for r in rows),
-            "cached": sum(1 for r in rows if r.cached),
-            "error_kinds": _count(r.error_kind or "error" for r in rows if r.status == "error"),
-        })
+        latencies = [
+            r.latency_ms
+            for r in rows
+            if r.latency_ms is not None and not r.cached and r.status != "error"
+        ]
+        block.update(
+            {
+                "results": len(rows),
+                "cost_usd": float(sum(known)) if known else (0.0 if not costs else None),
+                "cost_complete": len(known) == len(costs),
+                "latency_p50_ms": _percentile(latencies, 50),
+                "latency_p95_ms": _percentile(latencies, 95),
+                "input_tokens": sum(r.input_tokens or 0 for r in rows),
+                "output_tokens": sum(r.output_tokens or 0 for r in rows),
+                "cached": sum(1 for r in rows if r.cached),
+                "error_kinds": _count(r.error_kind or "error" for r in rows if r.status == "error"),
+            }
+        )
         scorers: dict[str, Any] = {}
         per_scorer: dict[str, list[Any]] = defaultdict(list)
         for row in rows:
@@ -78,10 +92,15 @@ def summarize(results: list[ResultRow], thresholds: dict[str, float] | None = No
             scorers[name] = sblock
             if name in thresholds:
                 actual = sblock["pass_rate"]
-                checks.append({
-                    "model": model, "scorer": name, "required": thresholds[name],
-                    "actual": actual, "ok": actual is not None and actual >= thresholds[name],
-                })
+                checks.append(
+                    {
+                        "model": model,
+                        "scorer": name,
+                        "required": thresholds[name],
+                        "actual": actual,
+                        "ok": actual is not None and actual >= thresholds[name],
+                    }
+                )
         block["scorers"] = scorers
         judge = judge_usage(rows)
         if judge is not None:  # judge calls are counted apart from the system under test's
@@ -102,8 +121,12 @@ def summarize(results: list[ResultRow], thresholds: dict[str, float] | None = No
 
 def judge_usage(rows: list[ResultRow]) -> dict[str, Any] | None:
     """Tokens, cost and calls of LLM-judge scorers (from Score details), or None when none ran."""
-    usages = [s.detail["judge"] for r in rows for s in r.scores
-              if isinstance(s.detail, dict) and isinstance(s.detail.get("judge"), dict)]
+    usages = [
+        s.detail["judge"]
+        for r in rows
+        for s in r.scores
+        if isinstance(s.detail, dict) and isinstance(s.detail.get("judge"), dict)
+    ]
     if not usages:
         return None
     costs = [u.get("cost_usd") for u in usages]
@@ -113,8 +136,12 @@ def judge_usage(rows: list[ResultRow]) -> dict[str, Any] | None:
         "output_tokens": sum(int(u.get("output_tokens") or 0) for u in usages),
         "cost_usd": None if any(c is None for c in costs) else float(sum(costs)),
         "cached": sum(int(u.get("cached") or 0) for u in usages),
-        "unstable": sum(1 for r in rows for s in r.scores
-                        if isinstance(s.detail, dict) and s.detail.get("unstable")),
+        "unstable": sum(
+            1
+            for r in rows
+            for s in r.scores
+            if isinstance(s.detail, dict) and s.detail.get("unstable")
+        ),
     }
 
 

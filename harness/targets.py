@@ -87,16 +87,22 @@ class ChatTarget:
         assert client is not None, "chat targets need a model"
         messages = self.prompt.render(case)
         request = ChatRequest(
-            messages=messages, params=merged_params(self.prompt, client), epoch=epoch,
+            messages=messages,
+            params=merged_params(self.prompt, client),
+            epoch=epoch,
             **self.prompt.request_options(),
         )
         started = time.perf_counter()
         try:
             response = await client.complete(request)
         except ProviderCallError as exc:
-            return TargetResult(output=None, messages=messages, error=str(exc),
-                                error_kind=exc.kind,
-                                latency_ms=(time.perf_counter() - started) * 1e3)
+            return TargetResult(
+                output=None,
+                messages=messages,
+                error=str(exc),
+                error_kind=exc.kind,
+                latency_ms=(time.perf_counter() - started) * 1e3,
+            )
         return TargetResult(
             output=response.text or "",
             messages=messages,
@@ -119,7 +125,9 @@ class ReplayTarget:
         if self.output_field not in case.fields:
             raise ConfigError(
                 f"case {case.id!r} has no {self.output_field!r} column to replay",
-                path=self.dataset_source, field="target.output_field")
+                path=self.dataset_source,
+                field="target.output_field",
+            )
 
     async def run(self, case: Case, client: ModelClient | None, epoch: int) -> TargetResult:
         value = case.fields.get(self.output_field)
@@ -129,8 +137,9 @@ class ReplayTarget:
 class LLM:
     """The provider layer handed to user code, so its calls are cached, retried and counted."""
 
-    def __init__(self, client: ModelClient | None, loop: asyncio.AbstractEventLoop,
-                 epoch: int) -> None:
+    def __init__(
+        self, client: ModelClient | None, loop: asyncio.AbstractEventLoop, epoch: int
+    ) -> None:
         self._client = client
         self._loop = loop
         self._epoch = epoch
@@ -144,11 +153,15 @@ class LLM:
         """Call the run's model from async code; returns the text of the answer."""
         if self._client is None:
             raise RuntimeError("this suite names no model for its python target to call")
-        options = {k: params.pop(k) for k in ("tools", "tool_choice", "response_format")
-                   if k in params}
-        request = ChatRequest(messages=messages,
-                              params={**self._client.model.params, **params},
-                              epoch=self._epoch, **options)
+        options = {
+            k: params.pop(k) for k in ("tools", "tool_choice", "response_format") if k in params
+        }
+        request = ChatRequest(
+            messages=messages,
+            params={**self._client.model.params, **params},
+            epoch=self._epoch,
+            **options,
+        )
         response = await self._client.complete(request)
         self.calls.append(response)
         return response.text or ""
@@ -177,8 +190,9 @@ class PythonTarget:
 
     async def run(self, case: Case, client: ModelClient | None, epoch: int) -> TargetResult:
         llm = LLM(client, asyncio.get_running_loop(), epoch)
-        args: tuple[Any, ...] = (case.template_vars(), llm) if self.wants_llm else (
-            case.template_vars(),)
+        args: tuple[Any, ...] = (
+            (case.template_vars(), llm) if self.wants_llm else (case.template_vars(),)
+        )
         started = time.perf_counter()
         try:
             if self.is_async:
@@ -186,23 +200,34 @@ class PythonTarget:
             else:
                 value = await asyncio.to_thread(self.function, *args)
         except ProviderCallError as exc:
-            return TargetResult(output=None, calls=llm.calls, error=str(exc),
-                                error_kind=exc.kind,
-                                latency_ms=(time.perf_counter() - started) * 1e3)
+            return TargetResult(
+                output=None,
+                calls=llm.calls,
+                error=str(exc),
+                error_kind=exc.kind,
+                latency_ms=(time.perf_counter() - started) * 1e3,
+            )
         except Exception as exc:  # the user's code failed: an error result, not a fail
-            return TargetResult(output=None, calls=llm.calls,
-                                error=f"target raised {type(exc).__name__}: {exc}",
-                                error_kind="target_error",
-                                latency_ms=(time.perf_counter() - started) * 1e3)
+            return TargetResult(
+                output=None,
+                calls=llm.calls,
+                error=f"target raised {type(exc).__name__}: {exc}",
+                error_kind="target_error",
+                latency_ms=(time.perf_counter() - started) * 1e3,
+            )
         latency_ms = (time.perf_counter() - started) * 1e3
         if isinstance(value, dict):
             output = value.get("output")
             return TargetResult(
-                output=None if output is None else str(output), calls=llm.calls,
+                output=None if output is None else str(output),
+                calls=llm.calls,
                 tool_calls=list(value.get("tool_calls") or []),
-                retrieved=value.get("retrieved"), latency_ms=latency_ms,
-                extras={k: v for k, v in value.items()
-                        if k not in ("output", "tool_calls", "retrieved")},
+                retrieved=value.get("retrieved"),
+                latency_ms=latency_ms,
+                extras={
+                    k: v for k, v in value.items() if k not in ("output", "tool_calls", "retrieved")
+                },
             )
-        return TargetResult(output=None if value is None else str(value), calls=llm.calls,
-                            latency_ms=latency_ms)
+        return TargetResult(
+            output=None if value is None else str(value), calls=llm.calls, latency_ms=latency_ms
+        )

@@ -73,15 +73,16 @@ def auto_workers(pending: int, local_model: bool) -> int:
     return min(cores, 4)
 
 
-def fill_queues(context: Any, pending: dict[str, list[tuple[Case, int]]],
-                processes: int) -> dict[str, Any]:
+def fill_queues(
+    context: Any, pending: dict[str, list[tuple[Case, int]]], processes: int
+) -> dict[str, Any]:
     """One queue per model holding its pending items in chunks, then a sentinel per process."""
     queues: dict[str, Any] = {}
     for label, items in pending.items():
         queue = context.Queue()
         size = chunk_size(len(items), processes)
         for start in range(0, len(items), size):
-            queue.put([(case.id, epoch) for case, epoch in items[start:start + size]])
+            queue.put([(case.id, epoch) for case, epoch in items[start : start + size]])
         for _ in range(processes):
             queue.put(None)
         queues[label] = queue
@@ -126,7 +127,11 @@ def child_main(spec: WorkerSpec, queues: dict[str, Any]) -> None:
     # The parent coordinates Ctrl-C; SIGTERM (sent by the parent) stops taking new work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
-    suite = load_for_run(spec.suite_path, project_dir=spec.project_dir,
-                         store_path=spec.store_path, options=spec.options,
-                         model_ids=spec.model_ids)
+    suite = load_for_run(
+        spec.suite_path,
+        project_dir=spec.project_dir,
+        store_path=spec.store_path,
+        options=spec.options,
+        model_ids=spec.model_ids,
+    )
     run_worker_process(suite, spec, queues)

@@ -20,7 +20,12 @@ def test_demo_suite_runs_offline_against_the_bundled_model(tmp_path: Path) -> No
     env["EVALS_HOME"] = str(tmp_path)  # the demo writes nothing into the checkout
     done = subprocess.run(
         [str(EVALS), "run", "evalsets/demo.yaml", "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
@@ -33,7 +38,12 @@ def test_demo_suite_runs_offline_against_the_bundled_model(tmp_path: Path) -> No
 
     show = subprocess.run(
         [str(EVALS), "show", "last", "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     record = json.loads(show.stdout)
     manifest = record["run"]["manifest"]

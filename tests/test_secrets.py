@@ -202,7 +202,9 @@ def test_store_redacts_results_scores_and_details(
     assert row.case_data == {"fields": {"question": "use [REDACTED]"}, "expected": ["[REDACTED]"]}
     assert row.detail == {"messages": [{"role": "user", "content": "Bearer [REDACTED]"}]}
     (score,) = row.scores
-    assert score.reason == "it leaked [REDACTED]" and score.detail == {"raw": {"reply": "[REDACTED]"}}
+    assert score.reason == "it leaked [REDACTED]" and score.detail == {
+        "raw": {"reply": "[REDACTED]"}
+    }
     data = b"".join(p.read_bytes() for p in tmp_path.glob("evals.db*"))
     assert key.encode() not in data and password.encode() not in data
 

@@ -131,9 +131,12 @@ def test_chat_case_tree_tokens_cost_and_cache(tmp_path: Path, memory: InMemorySp
     # (7): the fake server counts words as tokens; the answer "answer 0" is 2.
     cost = (11 * 1.0 + 2 * 2.0) / 1e6
     assert llm.kind is SpanKind.CLIENT
-    assert {k: v for k, v in attrs(llm).items() if not k.startswith(("llm.input", "llm.output"))
-            and k not in (c.GEN_AI_INPUT_MESSAGES, c.GEN_AI_OUTPUT_MESSAGES,
-                          c.EVALS_LATENCY_MS)} == {
+    assert {
+        k: v
+        for k, v in attrs(llm).items()
+        if not k.startswith(("llm.input", "llm.output"))
+        and k not in (c.GEN_AI_INPUT_MESSAGES, c.GEN_AI_OUTPUT_MESSAGES, c.EVALS_LATENCY_MS)
+    } == {
         # OpenTelemetry GenAI semantic conventions
         c.GEN_AI_OPERATION_NAME: "chat",
         c.GEN_AI_PROVIDER_NAME: "openai",
@@ -288,8 +291,10 @@ def test_agent_case_with_two_tool_calls(tmp_path: Path, memory: InMemorySpanExpo
     first_llm, last_llm = (attrs(s) for s in children(spans, only(spans, "agent")) if kind(s) ==
                            "LLM")  # fmt: skip
     assert first_llm[c.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_calls",)
-    assert json.loads(first_llm[c.LLM_INVOCATION_PARAMETERS])["tools"] == ["get_weather",
-                                                                            "get_time"]
+    assert json.loads(first_llm[c.LLM_INVOCATION_PARAMETERS])["tools"] == [
+        "get_weather",
+        "get_time",
+    ]
     requested = "llm.output_messages.0.message.tool_calls.{j}.tool_call.function.name"
     assert [first_llm[requested.format(j=j)] for j in (0, 1)] == ["get_weather", "get_time"]
     assert last_llm[c.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
@@ -337,9 +342,7 @@ def judge_or_echo(body: dict[str, Any]) -> Reply:
     return Reply(json.dumps({"reason": "names Paris" if verdict else "no", "score": int(verdict)}))
 
 
-def test_judge_call_nests_under_its_evaluator(
-    tmp_path: Path, memory: InMemorySpanExporter
-) -> None:
+def test_judge_call_nests_under_its_evaluator(tmp_path: Path, memory: InMemorySpanExporter) -> None:
     rows = [{"id": "fr", "question": "Capital of France?", "reply": "Paris", "expected": "Paris"}]
     with threaded_server(responder=judge_or_echo) as server:
         judge = {**model_entry(server.url), "id": "openai/fake-judge", "price": PRICE}
@@ -427,4 +430,3 @@ def test_tracing_off_records_nothing(tmp_path: Path, memory: InMemorySpanExporte
         run(project, trace=False)
     assert memory.get_finished_spans() == ()
     assert tracing.count_traces(project.store) == 0
-

@@ -62,8 +62,20 @@ def test_stop_with_two_processes_then_resume_sends_each_item_once(tmp_path: Path
         done_before = _counts(project.store)[0]
         assert done_before < 300
         assert sent_before - done_before <= 8  # at most the in-flight calls (4 per process)
-        resumed = spawn(project, ["run", "--resume", "last", "--store", str(project.store),
-                                  "--workers", "2", "--cache", "off"])
+        resumed = spawn(
+            project,
+            [
+                "run",
+                "--resume",
+                "last",
+                "--store",
+                str(project.store),
+                "--workers",
+                "2",
+                "--cache",
+                "off",
+            ],
+        )
         _, err = resumed.communicate(timeout=180)
         assert resumed.returncode == 0, err
         assert _counts(project.store)[:2] == (300, 300)

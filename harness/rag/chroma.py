@@ -34,7 +34,12 @@ from harness.rag.embedding import Embedder, embed_cached, resolve_model
 from harness.rag.manifest import HASH_CHARS
 
 EMBEDDING_FUNCTION_NAME = "evals_harness"
-SETTINGS = Settings(anonymized_telemetry=False)
+
+
+def _settings() -> Settings:
+    # A fresh object per client: chromadb.HttpClient rewrites the settings it is given in place,
+    # so a shared instance would turn every later PersistentClient into a server client.
+    return Settings(anonymized_telemetry=False)
 
 
 @register_embedding_function
@@ -72,13 +77,13 @@ def client(store_dir: Path, chroma_url: str | None = None) -> ClientAPI:
         if chroma_url is None:
             path = store_dir / "chroma"
             path.mkdir(parents=True, exist_ok=True)
-            return chromadb.PersistentClient(path=str(path), settings=SETTINGS)
+            return chromadb.PersistentClient(path=str(path), settings=_settings())
         url = urlparse(chroma_url if "://" in chroma_url else f"http://{chroma_url}")
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(f"--chroma-url {chroma_url!r} is not an http(s) URL")
         port = url.port or (443 if url.scheme == "https" else 8000)
         remote = chromadb.HttpClient(
-            host=url.hostname, port=port, ssl=url.scheme == "https", settings=SETTINGS
+            host=url.hostname, port=port, ssl=url.scheme == "https", settings=_settings()
         )
         remote.heartbeat()
         return remote

@@ -212,9 +212,11 @@ class ScorerRegistry:
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts union member names ("str", "constrained-str", ...) into error locations.
-    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "list", "dict"}
-                                      or "[" in part or part.startswith(("function-",
-                                                                         "constrained-")))
+    return isinstance(part, str) and (
+        part in {"str", "int", "float", "bool", "list", "dict"}
+        or "[" in part
+        or part.startswith(("function-", "constrained-"))
+    )
 
 
 registry = ScorerRegistry()

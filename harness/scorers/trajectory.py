@@ -99,7 +99,9 @@ class ToolOrder(Scorer):
         else:
             remaining = iter(names)
             ok = all(any(name == tool for name in remaining) for tool in opts.tools)
-        return float(ok), f"calls {names} vs expected {'exactly ' if opts.exact else ''}{opts.tools}"
+        return float(
+            ok
+        ), f"calls {names} vs expected {'exactly ' if opts.exact else ''}{opts.tools}"
 
 
 class StepsOptions(ScorerOptions):
@@ -119,7 +121,10 @@ class Steps(Scorer):
         opts: Any = self.options
         steps = int(ctx.extras.get("steps", 0))
         ran_out = bool(ctx.extras.get("max_steps_reached"))
-        ok = not ran_out and (opts.max is None or steps <= opts.max) and (
-            opts.min is None or steps >= opts.min)
+        ok = (
+            not ran_out
+            and (opts.max is None or steps <= opts.max)
+            and (opts.min is None or steps >= opts.min)
+        )
         suffix = " (ran out of steps)" if ran_out else ""
         return float(ok), f"{steps} step(s){suffix}"
