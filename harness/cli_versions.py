@@ -297,7 +297,7 @@ def artifact_app(kind: str, plural: str, loaders: tuple[str, ...] = ()) -> typer
 
 prompt_app = artifact_app("prompt", "prompts")
 rubric_app = artifact_app("rubric", "rubrics", ("harness.rubrics",))
-retrieval_app = artifact_app("retrieval", "retrieval configs")
+retrieval_app = artifact_app("retrieval", "retrieval configs", ("harness.rag.config",))
 
 
 def diff_runs(
