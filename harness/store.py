@@ -236,6 +236,32 @@ class ResultRow:
         return data
 
     @classmethod
+    def from_db(cls, row: tuple[Any, ...], scores: list[ScoreRow]) -> ResultRow:
+        """A `results` table row (SELECT * order) with its scores."""
+        return cls(
+            run_id=row[0],
+            case_id=row[1],
+            model=row[2],
+            epoch=row[3],
+            status=row[4],
+            score=row[5],
+            output=row[6],
+            error=row[7],
+            error_kind=row[8],
+            latency_ms=row[9],
+            input_tokens=row[10],
+            output_tokens=row[11],
+            cost_usd=row[12],
+            cached=bool(row[13]),
+            attempts=row[14],
+            trace_id=row[15],
+            case_data=_loads(row[16]),
+            detail=_loads(row[17]),
+            created_at=row[18],
+            scores=scores,
+        )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultRow:
         fields = dict(data)
         fields["scores"] = [ScoreRow(**s) for s in fields.get("scores", [])]
@@ -551,30 +577,7 @@ class Store:
         for row in self.conn.execute(
             "SELECT * FROM results WHERE run_id = ? ORDER BY model, epoch, case_id", (run_id,)
         ):
-            out.append(
-                ResultRow(
-                    run_id=row[0],
-                    case_id=row[1],
-                    model=row[2],
-                    epoch=row[3],
-                    status=row[4],
-                    score=row[5],
-                    output=row[6],
-                    error=row[7],
-                    error_kind=row[8],
-                    latency_ms=row[9],
-                    input_tokens=row[10],
-                    output_tokens=row[11],
-                    cost_usd=row[12],
-                    cached=bool(row[13]),
-                    attempts=row[14],
-                    trace_id=row[15],
-                    case_data=_loads(row[16]),
-                    detail=_loads(row[17]),
-                    created_at=row[18],
-                    scores=scores.get((row[1], row[2], row[3]), []),
-                )
-            )
+            out.append(ResultRow.from_db(row, scores.get((row[1], row[2], row[3]), [])))
         return out
 
     def import_run(self, run: dict[str, Any], results: Iterable[ResultRow]) -> None:

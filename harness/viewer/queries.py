@@ -365,28 +365,7 @@ def get_result(
             (run_id, case_id, model, epoch),
         )
     ]
-    return ResultRow(
-        run_id=row[0],
-        case_id=row[1],
-        model=row[2],
-        epoch=row[3],
-        status=row[4],
-        score=row[5],
-        output=row[6],
-        error=row[7],
-        error_kind=row[8],
-        latency_ms=row[9],
-        input_tokens=row[10],
-        output_tokens=row[11],
-        cost_usd=row[12],
-        cached=bool(row[13]),
-        attempts=row[14],
-        trace_id=row[15],
-        case_data=json.loads(row[16]),
-        detail=json.loads(row[17]) if row[17] else None,
-        created_at=row[18],
-        scores=scores,
-    )
+    return ResultRow.from_db(row, scores)
 
 
 def siblings(conn: sqlite3.Connection, run_id: str, case_id: str) -> list[Sibling]:
