@@ -21,13 +21,13 @@ from typing import Any
 
 import tracing
 from harness.cases import Case
-from harness.errors import ConfigError, ProviderCallError
+from harness.errors import ConfigError
 from harness.prompts import Prompt
 from harness.providers import ChatRequest, ModelClient
 from harness.rag.config import RetrievalConfig, load_retrieval_config, retrieval_file
 from harness.rag.index import RetrievalIndex, RetrievedChunk, open_index
 from harness.store import STORE_DIRNAME
-from harness.targets import TargetResult, merged_params
+from harness.targets import TargetResult, generate, merged_params
 from harness.templates import render, render_value
 
 QUERY_FIELDS = ("question", "query", "input")
@@ -275,25 +275,7 @@ class RagTarget(RetrievalTarget):
             epoch=epoch,
             **self.prompt.request_options(),
         )
-        try:
-            response = await client.complete(request)
-        except ProviderCallError as exc:
-            return TargetResult(
-                output=None,
-                messages=messages,
-                retrieved=chunks,
-                error=str(exc),
-                error_kind=exc.kind,
-                latency_ms=(time.perf_counter() - started) * 1e3,
-            )
-        return TargetResult(
-            output=response.text or "",
-            messages=messages,
-            calls=[response],
-            tool_calls=response.tool_calls,
-            retrieved=chunks,
-            latency_ms=(time.perf_counter() - started) * 1e3,
-        )
+        return await generate(client, request, started, retrieved=chunks, latency_from_start=True)
 
 
 def _failed(exc: Exception, started: float) -> TargetResult:

@@ -92,24 +92,39 @@ class ChatTarget:
             epoch=epoch,
             **self.prompt.request_options(),
         )
-        started = time.perf_counter()
-        try:
-            response = await client.complete(request)
-        except ProviderCallError as exc:
-            return TargetResult(
-                output=None,
-                messages=messages,
-                error=str(exc),
-                error_kind=exc.kind,
-                latency_ms=(time.perf_counter() - started) * 1e3,
-            )
+        return await generate(client, request, time.perf_counter())
+
+
+async def generate(
+    client: ModelClient,
+    request: ChatRequest,
+    started: float,
+    *,
+    retrieved: list[dict[str, Any]] | None = None,
+    latency_from_start: bool = False,
+) -> TargetResult:
+    """One model call as a target's result; a provider failure is an `error` result.
+    Latency is the call's own, or (`latency_from_start`) everything since `started`."""
+    try:
+        response = await client.complete(request)
+    except ProviderCallError as exc:
         return TargetResult(
-            output=response.text or "",
-            messages=messages,
-            calls=[response],
-            tool_calls=response.tool_calls,
-            latency_ms=response.latency_ms,
+            output=None,
+            messages=request.messages,
+            retrieved=retrieved,
+            error=str(exc),
+            error_kind=exc.kind,
+            latency_ms=(time.perf_counter() - started) * 1e3,
         )
+    latency = (time.perf_counter() - started) * 1e3 if latency_from_start else response.latency_ms
+    return TargetResult(
+        output=response.text or "",
+        messages=request.messages,
+        calls=[response],
+        tool_calls=response.tool_calls,
+        retrieved=retrieved,
+        latency_ms=latency,
+    )
 
 
 class ReplayTarget:
