@@ -75,7 +75,9 @@ def server_requests(url: str) -> int:
         return int(json.load(response)["total"])
 
 
-def write_project(root: Path, cases: int, url: str, concurrency: int) -> Path:
+def write_project(
+    root: Path, cases: int, url: str, concurrency: int, model: str = "openai/fake-model"
+) -> Path:
     (root / "prompts").mkdir(parents=True, exist_ok=True)
     (root / "evalsets" / "data").mkdir(parents=True, exist_ok=True)
     (root / "prompts" / "qa.yaml").write_text(
@@ -100,7 +102,7 @@ def write_project(root: Path, cases: int, url: str, concurrency: int) -> Path:
         "dataset: data/cases.jsonl\n"
         "prompt: qa\n"
         "models:\n"
-        "  - id: openai/fake-model\n"
+        f"  - id: {model}\n"
         f"    api_base: {url}\n"
         f"    api_key_env: {KEY_ENV}\n"
         f"    concurrency: {concurrency}\n"
@@ -230,7 +232,7 @@ def in_process(tmp: Path, url: str, args: argparse.Namespace) -> None:
     def litellm_layer(tag: str) -> Any:
         async def call(i: int, tag: str) -> None:
             await litellm.acompletion(
-                model="openai/fake-model",
+                model=args.model,
                 messages=messages(i, tag),
                 api_base=url,
                 api_key="sk-fake-bench",
@@ -245,7 +247,7 @@ def in_process(tmp: Path, url: str, args: argparse.Namespace) -> None:
 
     def client_layer(tag: str) -> Any:
         model = ModelConfig(
-            id="openai/fake-model", api_base=url, api_key_env=KEY_ENV, concurrency=c, timeout_s=30
+            id=args.model, api_base=url, api_key_env=KEY_ENV, concurrency=c, timeout_s=30
         )
 
         async def body() -> None:
@@ -264,7 +266,7 @@ def in_process(tmp: Path, url: str, args: argparse.Namespace) -> None:
 
     def run_suite(name: str, cases: int, extra: dict[str, Any]) -> None:
         root = tmp / name
-        suite = write_project(root, cases, url, c)
+        suite = write_project(root, cases, url, c, args.model)
         if "workers" in RunOptions.__dataclass_fields__:
             extra = {"workers": 1, **extra}  # one process: its CPU is what process_time sees
         execute(suite, project_dir=root, store_path=root / "evals.db", options=RunOptions(**extra))
@@ -388,6 +390,11 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--model",
+        default="openai/fake-model",
+        help="litellm model string for the fake server (e.g. hosted_vllm/fake-model)",
+    )
     parser.add_argument("--profile", help="profile the runner in-process; write stats here")
     parser.add_argument("--breakdown", action="store_true", help="CPU per call, layer by layer")
     parser.add_argument("--sample", action="store_true", help="pyinstrument profile, in-process")
@@ -403,7 +410,7 @@ def main() -> None:
     server, url = start_server(args.latency_ms)
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     try:
-        suite = write_project(tmp, args.cases, url, args.concurrency)
+        suite = write_project(tmp, args.cases, url, args.concurrency, args.model)
         run_args = ["run", str(suite.relative_to(tmp)), "--store", str(tmp / "evals.db"),
                     "--json", *args.extra]  # fmt: skip
         floor = args.cases * args.latency_ms / 1000 / args.concurrency

@@ -59,7 +59,13 @@ def run(
     cache: str = typer.Option(
         "auto", "--cache", help="auto|on|off|read-only|refresh (auto: on for temperature 0)."
     ),
-    max_error_rate: float = typer.Option(0.10, "--max-error-rate", min=0.0, max=1.0),
+    max_error_rate: float | None = typer.Option(
+        None,
+        "--max-error-rate",
+        min=0.0,
+        max=1.0,
+        help="Exit 3 above this error rate (default: the suite's max_error_rate, else 0.10).",
+    ),
     workers: int = typer.Option(
         0,
         "--workers",
@@ -95,6 +101,7 @@ def run(
 ) -> None:
     """Run a suite: every case x model x epoch, scored, stored and summarised."""
     from harness import render
+    from harness.errors import RunAborted
     from harness.providers import CACHE_MODES
     from harness.runner import Runner, RunOptions, execute
     from harness.suite import Selection, parse_shard
@@ -146,9 +153,12 @@ def run(
             install_signals=_install_signals,
         )
     except HarnessError as exc:
-        if bar is not None:
-            bar.stop()
-        raise _fail(exc) from None
+        aborted = started[0].outcome if started and isinstance(exc, RunAborted) else None
+        if aborted is None:
+            if bar is not None:
+                bar.stop()
+            raise _fail(exc) from None
+        outcome = aborted  # an aborted run is still summarised (JSON too), then exits 3
     finally:
         if bar is not None:
             bar.stop()
@@ -166,11 +176,12 @@ def run(
         out.print(render.cost_table(summary))
         for line in render.threshold_lines(summary):
             out.print(line, highlight=False)
-    if summary["error_rate"] > max_error_rate:
+    if outcome.reason is not None:  # aborted early, or completed above the error-rate limit
         err.print(
-            f"error rate {render.pct(summary['error_rate'])} is above --max-error-rate "
-            f"{render.pct(max_error_rate)}: the run could not measure",
+            f"run {outcome.run_id} could not measure ({outcome.status}): {outcome.reason}; "
+            f"`evals run --resume {outcome.run_id}` runs its errors again",
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(3)
     if outcome.status == "interrupted":

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import json
 import math
 import os
 import random
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from tenacity import (
@@ -73,8 +77,114 @@ def litellm_module() -> Any:
             *[p for p in litellm.custom_provider_map if p.get("provider") != LOCAL_PROVIDER],
             {"provider": LOCAL_PROVIDER, "custom_handler": _local_handler(litellm)},
         ]
+        _skip_litellm_pricing(litellm)
         _LITELLM = litellm
     return _LITELLM
+
+
+# True while one of our calls is inside litellm and nobody else listens to litellm's logging.
+_LEAN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("evals_lean_call", default=False)
+_INTERNAL_CALL: contextvars.ContextVar[bool] | None = None
+
+
+def _skip_litellm_pricing(litellm: Any) -> None:
+    """Per call, litellm prices the response (a cost-map search, ~1 ms of CPU for a model the
+    map does not know) and queues a logging task; we price calls ourselves (`_cost`) and trace
+    them with `tracing`, so on our calls both are waste. litellm skips its logging and billing
+    for calls it marks internal (a context variable); its pricing we skip while `_LEAN_CALL` is
+    set. Both only when no litellm callback is registered, so a user's own litellm logging
+    (Langfuse, ...) still sees every call. Missing internals (another litellm) mean no trim."""
+    global _INTERNAL_CALL
+    try:
+        from litellm._internal_context import is_internal_call
+        from litellm.litellm_core_utils.litellm_logging import Logging
+    except ImportError:
+        return
+    original = getattr(Logging, "response_cost_calculator", None)
+    if original is None or getattr(original, "_evals_lean", False):
+        _INTERNAL_CALL = is_internal_call
+        return
+
+    def response_cost_calculator(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _LEAN_CALL.get():
+            return None
+        return original(self, *args, **kwargs)
+
+    response_cost_calculator._evals_lean = True  # type: ignore[attr-defined]
+    Logging.response_cost_calculator = response_cost_calculator  # type: ignore[method-assign]
+    if getattr(Logging, "_response_cost_calculator", None) is original:
+        Logging._response_cost_calculator = response_cost_calculator
+    _INTERNAL_CALL = is_internal_call
+
+
+def _lean(litellm: Any, call: Awaitable[Any]) -> asyncio.Future[Any]:
+    """`call` as a task that runs litellm's request set-up inline and, when allowed, without
+    litellm's pricing and logging: the task copies the context variables as they are now; they
+    are reset at once, so nothing else in this task sees them."""
+    _inline_setup_executor(asyncio.get_running_loop())
+    tokens: list[tuple[contextvars.ContextVar[bool], contextvars.Token[bool]]] = [
+        (_INLINE_SETUP, _INLINE_SETUP.set(True))
+    ]
+    if _lean_allowed(litellm):
+        assert _INTERNAL_CALL is not None
+        tokens += [(_LEAN_CALL, _LEAN_CALL.set(True)), (_INTERNAL_CALL, _INTERNAL_CALL.set(True))]
+    try:
+        return asyncio.ensure_future(call)
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+# litellm.acompletion builds every request in a thread of the loop's default executor
+# (`run_in_executor(None, completion)`): CPU-bound Python in a second thread, so each call
+# hands the GIL back and forth with the event loop, which then waits up to the interpreter's
+# switch interval (5 ms) for it. Measured at concurrency 50: both processes of a run sat at
+# ~50% CPU, latency-bound on GIL hand-offs. The set-up makes no network call (the request is
+# sent by the coroutine it returns), so for our calls it runs inline on the loop instead.
+_INLINE_SETUP: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "evals_inline_setup", default=False
+)
+
+
+class _InlineSetupExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor: a thread pool, except for litellm's request set-up on our
+    calls (the first work a call marked by `_INLINE_SETUP` submits), which runs at once in the
+    calling thread. Anything later in the call (e.g. a DNS lookup) goes to the threads."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        if not _INLINE_SETUP.get():
+            return super().submit(fn, *args, **kwargs)
+        _INLINE_SETUP.set(False)  # in the calling task's context: only its first submission
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+_INLINE_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _inline_setup_executor(loop: asyncio.AbstractEventLoop) -> None:
+    if loop not in _INLINE_LOOPS:
+        loop.set_default_executor(_InlineSetupExecutor(thread_name_prefix="evals"))
+        _INLINE_LOOPS.add(loop)
+
+
+def _lean_allowed(litellm: Any) -> bool:
+    """No litellm callback registered: nobody reads litellm's per-call logging or pricing."""
+    return _INTERNAL_CALL is not None and not any(
+        getattr(litellm, name, None)
+        for name in (
+            "callbacks",
+            "success_callback",
+            "failure_callback",
+            "_async_success_callback",
+            "_async_failure_callback",
+            "input_callback",
+        )
+    )
 
 
 def _local_handler(litellm: Any) -> Any:
@@ -331,8 +441,8 @@ class ModelClient:
         self.cache_hits = 0
 
     def share(self, processes: int) -> None:
-        """This process is one of `processes` sharing the model: take a fair part of its
-        concurrency and rate limits, so together they keep the configured totals."""
+        """This process is one of `processes` sharing the model (before any call): take a fair
+        part of its concurrency and rate limits, so together they keep the configured totals."""
         if processes <= 1:
             return
         self.concurrency = max(1, math.ceil(self.concurrency / processes))
@@ -479,16 +589,19 @@ class ModelClient:
                 await self._tpm.acquire(min(model.tpm or 1, _estimate_tokens(request)))
             started = time.perf_counter()
             self.calls += 1
-            raw = await asyncio.wait_for(
-                litellm.acompletion(
-                    model=model.id,
-                    messages=request.messages,
-                    timeout=model.timeout_s,
-                    num_retries=0,
-                    max_retries=0,
-                    **kwargs,
+            raw = await _lean(
+                litellm,
+                asyncio.wait_for(
+                    litellm.acompletion(
+                        model=model.id,
+                        messages=request.messages,
+                        timeout=model.timeout_s,
+                        num_retries=0,
+                        max_retries=0,
+                        **kwargs,
+                    ),
+                    timeout=model.timeout_s + 5.0,
                 ),
-                timeout=model.timeout_s + 5.0,
             )
             latency_ms = (time.perf_counter() - started) * 1e3
         return self._parse(raw, latency_ms)
@@ -539,6 +652,58 @@ class ModelClient:
             self._cost_known = False
             return None
         return float(prompt_cost) + float(completion_cost)
+
+
+def remember_checked_models(models: list[ModelConfig], checks_dir: Path) -> None:
+    """Once a run is under way (its store open): remember the models `check_model` accepted
+    with litellm, so the next run's check needs no litellm import (see check_model)."""
+    remote = [m for m in models if m.api_key_env and not is_local(m.id)]
+    if remote:
+        _AcceptedModels(checks_dir).add(remote)
+
+
+class _AcceptedModels:
+    """Model strings litellm accepted, per litellm version: `<store dir>/litellm-models.json`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "litellm-models.json"
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            self.version = version("litellm")
+        except PackageNotFoundError:
+            self.version = ""
+
+    @staticmethod
+    def _key(model: ModelConfig) -> str:
+        return f"{model.id} {model.api_base or ''}"
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("litellm") != self.version:
+            return {}
+        models = data.get("models")
+        return models if isinstance(models, dict) else {}
+
+    def has(self, model: ModelConfig) -> bool:
+        return bool(self.version) and self._key(model) in self._read()
+
+    def add(self, models: list[ModelConfig]) -> None:
+        known = self._read()
+        new = {self._key(m): m.id.split("/", 1)[0] for m in models if self._key(m) not in known}
+        if not self.version or not new or not self.path.parent.is_dir():
+            return
+        merged = {**known, **new}
+        text = json.dumps({"litellm": self.version, "models": merged}, indent=1, sort_keys=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:  # a read-only store directory: check again next time
+            tmp.unlink(missing_ok=True)
 
 
 class ClientPool:
@@ -598,8 +763,13 @@ def _short(exc: BaseException) -> str:
     return text[:300]
 
 
-def check_model(model: ModelConfig, *, where: str) -> None:
-    """Fail early (ConfigError) on an unknown provider or a missing API key variable."""
+def check_model(model: ModelConfig, *, where: str, checks_dir: Path | None = None) -> None:
+    """Fail early (ConfigError) on an unknown provider or a missing API key variable.
+
+    With `checks_dir` (the store's directory), a model string litellm has accepted before (same
+    litellm version, same api_base) is not checked again: importing litellm costs ~3 s, which a
+    run whose every response is cached never needs to pay. Only models whose key comes from
+    `api_key_env` are remembered; for the others litellm itself tells which keys are missing."""
     if model.api_key_env and not os.environ.get(model.api_key_env):
         raise ConfigError(
             f"environment variable {model.api_key_env} (api_key_env of {model.label}) is not set",
@@ -610,6 +780,8 @@ def check_model(model: ModelConfig, *, where: str) -> None:
             local_llm.model_path(model.id.split("/", 1)[1])
         except local_llm.LocalModelUnavailable as exc:
             raise ConfigError(str(exc), field=where) from None
+        return
+    if checks_dir and model.api_key_env and _AcceptedModels(checks_dir).has(model):
         return
     litellm = litellm_module()
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import secrets
 import signal
@@ -22,18 +21,25 @@ from harness.artifacts import prompt_resolver
 from harness.cases import Case
 from harness.config import ModelConfig
 from harness.errors import ConfigError, RunAborted
-from harness.providers import CacheMode, ModelClient, check_model, is_local
+from harness.providers import (
+    CacheMode,
+    ModelClient,
+    check_model,
+    is_local,
+    remember_checked_models,
+)
 from harness.run_versions import record_run_versions, suite_content
 from harness.scorers import Score, ScoreContext, Scorer
 from harness.store import ResultRow, ScoreRow, Store
 from harness.suite import Selection, Suite, load_suite
-from harness.summary import summarize
+from harness.summary import summarize, wilson_interval
 from harness.targets import TargetResult
 from tracing import conventions as names
 
 NO_MODEL = "-"
 FLUSH_INTERVAL_S = 0.25
 MIN_RESULTS_FOR_ABORT = 10
+DEFAULT_MAX_ERROR_RATE = 0.10
 
 
 @dataclass
@@ -43,7 +49,7 @@ class RunOptions:
     repeat: int | None = None
     concurrency: int | None = None
     cache_mode: CacheMode = "auto"
-    max_error_rate: float = 0.10
+    max_error_rate: float | None = None  # None: the suite's max_error_rate, else 10%
     grace_s: float = 10.0
     trace: bool = True
     capture_content: bool = True
@@ -73,11 +79,19 @@ class RunOutcome:
     run_id: str
     status: str
     summary: dict[str, Any]
-    reason: str | None = None
+    reason: str | None = None  # why the run could not measure (its error rate): exit 3
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def max_error_rate(suite: Suite, options: RunOptions) -> float:
+    """The run's error-rate limit: the command line's, else the suite's, else 10%."""
+    for limit in (options.max_error_rate, suite.config.max_error_rate):
+        if limit is not None:
+            return limit
+    return DEFAULT_MAX_ERROR_RATE
 
 
 def build_manifest(suite: Suite, options: RunOptions, run_id: str) -> dict[str, Any]:
@@ -113,7 +127,7 @@ def build_manifest(suite: Suite, options: RunOptions, run_id: str) -> dict[str, 
         "repeat": repeat,
         "seed": suite.config.seed if options.selection.seed is None else options.selection.seed,
         "cache": options.cache_mode,
-        "max_error_rate": options.max_error_rate,
+        "max_error_rate": max_error_rate(suite, options),
         "git": lineage.git_state(suite.project_dir),
         "environment": lineage.environment(),
         "command": lineage.command_line(options.command),
@@ -174,9 +188,13 @@ class Runner:
         self.resume = resume
         self.run_id = run_id or new_run_id()
         self.repeat = options.repeat or suite.config.repeat
+        self.max_error_rate = max_error_rate(suite, options)
+        self.outcome: RunOutcome | None = None  # set when the run ends (aborted runs too)
         self.clients: dict[str, ModelClient | None] = {}
         self._stopping = asyncio.Event()
         self._abort_reason: str | None = None
+        self._session_start = 0.0  # results created from then on are this session's
+        self._prior = (0, 0)  # a resumed run's pass and fail results, which it keeps
         self._commit: asyncio.Future[None] | None = None
         self.progress = Progress(total=0)
 
@@ -190,7 +208,8 @@ class Runner:
         manifest = build_manifest(self.suite, self.options, self.run_id)
         if self.resume:
             old = self.store.get_run(self.run_id)
-            if old["status"] == "completed":
+            errors = self.store.result_counts(self.run_id).get("error", 0)
+            if old["status"] == "completed" and not errors:  # errors may be run again
                 raise ConfigError(f"run {self.run_id} already completed; nothing to resume")
             changed = resume_mismatch(old["manifest"], manifest)
             if changed:
@@ -220,6 +239,10 @@ class Runner:
     # --- the run --------------------------------------------------------------------------
     async def run(self) -> RunOutcome:
         done_keys = self._prepare()
+        self._session_start = time.time()
+        prior = self.store.result_counts(self.run_id) if self.resume else {}
+        self._prior = (prior.get("pass", 0), prior.get("fail", 0))  # errors are run again
+        self.progress.passed, self.progress.failed = self._prior
         models = self._make_clients()
         queues: dict[str, deque[tuple[Case, int]]] = {}
         for label, _ in models:
@@ -242,7 +265,8 @@ class Runner:
         )
         sources: dict[str, Any]
         if processes > 1 and self.worker_spec is not None and pending > 1:
-            sources = self._start_children(queues, processes)
+            sources = self._share_work(queues, processes)
+            self._start_children()
         else:
             sources = {label: workers_mod.LocalSource(q) for label, q in queues.items()}
         flusher = asyncio.create_task(self._flush_loop())
@@ -254,16 +278,37 @@ class Runner:
             self.store.flush()
             await self._join_children()
         remaining = sum(source.remaining() for source in sources.values())
-        results = self.store.results(self.run_id)
-        if self._abort_reason:
-            status = "aborted"
-        elif len(results) < planned or remaining:
-            status = "interrupted"
+        new = self.store.result_counts(self.run_id, since=self._session_start)
+        settled = len(done_keys) + sum(new.get(kind, 0) for kind in ("pass", "fail", "error"))
+        if settled < planned or remaining:  # an abort on the last item still completed the run
+            status = "aborted" if self._abort_reason else "interrupted"
+        results = self.store.results(self.run_id)  # the latest result of each item
         summary = summarize(results, self.suite.config.thresholds, planned=planned)
+        summary["processes"] = 1 + len(self._children)
+        reason = self._error_rate_verdict(status, summary)
+        summary.update(
+            max_error_rate=self.max_error_rate,
+            error_rate_ok=reason is None,
+            aborted=status == "aborted",
+            abort_reason=reason if status == "aborted" else None,
+        )
         self.store.update_run(self.run_id, status=status, summary=summary, finished=True)
+        self.outcome = RunOutcome(self.run_id, status, summary, reason)
         if status == "aborted":
-            raise RunAborted(f"run {self.run_id} aborted: {self._abort_reason}")
-        return RunOutcome(self.run_id, status, summary)
+            raise RunAborted(f"run {self.run_id} aborted: {reason}")
+        return self.outcome
+
+    def _error_rate_verdict(self, status: str, summary: dict[str, Any]) -> str | None:
+        """Why the run could not measure (exit 3), or None: it aborted early (its error rate
+        confidently above the limit), or it completed with a final error rate above it."""
+        if status == "aborted":
+            return self._abort_reason
+        if status == "completed" and summary["error_rate"] > self.max_error_rate:
+            return (
+                f"error rate {summary['errors']}/{summary['results']} exceeds "
+                f"--max-error-rate {self.max_error_rate:.0%}"
+            )
+        return None
 
     async def _wait_workers(self, workers: list[asyncio.Task[None]]) -> None:
         stop: asyncio.Task[Any] = asyncio.create_task(self._stopping.wait())
@@ -324,29 +369,39 @@ class Runner:
             self._record(result)
 
     # --- worker processes -----------------------------------------------------------------
-    def _start_children(
+    def _share_work(
         self, queues: dict[str, deque[tuple[Case, int]]], processes: int
     ) -> dict[str, Any]:
-        """Share the pending work with processes-1 children through chunked queues."""
+        """Put the pending work in chunked queues that processes-1 children can share."""
         assert self.worker_spec is not None
         self.worker_spec.processes = processes
+        context = workers_mod.spawn_context()
+        self._queues = workers_mod.fill_queues(
+            context, {k: list(v) for k, v in queues.items()}, processes
+        )
+        cases = {case.id: case for case in self.suite.cases}
+        return {
+            label: workers_mod.SharedSource(queue, cases) for label, queue in self._queues.items()
+        }
+
+    def _start_children(self) -> None:
+        """Start the children: each takes chunks from the shared queues as soon as it is up
+        (a child imports litellm only when it makes its first call, so starting one for a
+        cached re-run costs ~1 s of CPU on the other core); this process keeps its share of
+        each model's concurrency."""
+        assert self.worker_spec is not None
+        processes = self.worker_spec.processes
         for client in self.clients.values():
             if client is not None:
                 client.share(processes)
         context = workers_mod.spawn_context()
-        shared = workers_mod.fill_queues(
-            context, {k: list(v) for k, v in queues.items()}, processes
-        )
         for _ in range(processes - 1):
             child = context.Process(
-                target=workers_mod.child_main, args=(self.worker_spec, shared), daemon=True
+                target=workers_mod.child_main, args=(self.worker_spec, self._queues), daemon=True
             )
             child.start()
             self._children.append(child)
-        self._queues = shared
         self._shared = True
-        cases = {case.id: case for case in self.suite.cases}
-        return {label: workers_mod.SharedSource(queue, cases) for label, queue in shared.items()}
 
     async def _join_children(self) -> None:
         if self._stopping.is_set():
@@ -369,8 +424,10 @@ class Runner:
     def _poll_progress(self) -> None:
         """With worker processes, progress and the error-rate check read the shared store."""
         progress = self.progress
-        counts = self.store.result_counts(self.run_id)
-        progress.passed, progress.failed = counts.get("pass", 0), counts.get("fail", 0)
+        counts = self.store.result_counts(self.run_id, since=self._session_start)
+        passed, failed = self._prior  # a resumed run's earlier errors are being run again
+        progress.passed = passed + counts.get("pass", 0)
+        progress.failed = failed + counts.get("fail", 0)
         progress.errors = counts.get("error", 0)
         progress.done = progress.passed + progress.failed + progress.errors
         progress.cached, progress.cost_usd = counts.get("cached", 0), counts.get("cost", 0.0)
@@ -438,7 +495,7 @@ class Runner:
     def _check_error_rate(self) -> None:
         """Abort when the provider is clearly failing: the error rate's lower 95% bound, or the
         errors already certain, exceed the allowed rate."""
-        progress, limit = self.progress, self.options.max_error_rate
+        progress, limit = self.progress, self.max_error_rate
         if self._abort_reason or progress.errors == 0 or limit >= 1:
             return
         settled = progress.passed + progress.failed + progress.errors
@@ -491,7 +548,11 @@ class Runner:
         value: float | None = None
         if target.error is None:
             ctx = self._context(case, label, target)
-            outcomes = await asyncio.gather(*(self._score(s, ctx) for s in self.suite.scorers))
+            scorers = self.suite.scorers
+            if sum(scorer.waits() for scorer in scorers) > 1:  # e.g. two judges: concurrently
+                outcomes = await asyncio.gather(*(self._score(s, ctx) for s in scorers))
+            else:  # rule scorers finish without waiting: no task per scorer
+                outcomes = [await self._score(s, ctx) for s in scorers]
             scores = [row for row, _ in outcomes]
             failures = [row for row in scores if row.status == "error"]
             if failures:
@@ -595,14 +656,9 @@ def _detail(target: TargetResult) -> dict[str, Any]:
     }
 
 
-def _wilson_low(k: int, n: int, z: float = 1.959964) -> float:
-    """Lower bound of the Wilson interval, inline because it runs after every result (the
-    summary's scipy version costs ~50 us a call)."""
-    p = k / n
-    denom = 1 + z * z / n
-    centre = p + z * z / (2 * n)
-    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - margin) / denom
+def _wilson_low(k: int, n: int) -> float:
+    """Lower bound of the 95% Wilson interval of k errors in n settled results."""
+    return wilson_interval(k, n)[0] or 0.0
 
 
 def load_for_run(
@@ -624,7 +680,7 @@ def load_for_run(
     )
     for index, model in enumerate(suite.models):
         try:
-            check_model(model, where=f"models[{index}]")
+            check_model(model, where=f"models[{index}]", checks_dir=store_path.parent)
         except ConfigError as exc:
             loc: tuple[str | int, ...] = (
                 ("models", index) if index < len(suite.config.models) else ()
@@ -663,7 +719,15 @@ def run_worker_process(suite: Suite, spec: workers_mod.WorkerSpec, queues: dict[
     finally:
         if handle is not None:
             handle.shutdown()
+            # Only this process knows its counters: leave them for the parent's summary.
+            key = _tracing_counts_key(spec.run_id, os.getppid()) + str(os.getpid())
+            tracing.save_counts(spec.store_path, key, handle.counts())
         store.close()
+
+
+def _tracing_counts_key(run_id: str, parent_pid: int) -> str:
+    """Prefix of the keys under which a run's worker processes save their tracing counters."""
+    return f"run {run_id} parent {parent_pid} worker "
 
 
 def execute(
@@ -698,6 +762,8 @@ def execute(
             shard=(int(shard[0]), int(shard[1])) if shard else None,
         )
         options.repeat = options.repeat or manifest.get("repeat")
+        if options.max_error_rate is None:  # the limit the run started with
+            options.max_error_rate = manifest.get("max_error_rate")
         model_ids = model_ids or [m.get("name") or m["id"] for m in manifest.get("models", [])]
     if suite_path is None:
         raise ConfigError("give a suite file (e.g. evalsets/demo.yaml) or --resume RUN")
@@ -709,6 +775,7 @@ def execute(
         model_ids=model_ids,
     )
     store = Store.open(store_path)
+    remember_checked_models(suite.models, store_path.parent)
     handle = _setup_tracing(options, store_path, suite.name)
     try:
         runner = Runner(
@@ -749,11 +816,11 @@ def execute(
             if handle is not None:
                 handle.shutdown()  # flushes every span before the run is reported
         if handle is not None:
-            outcome.summary["tracing"] = {
-                "exported": handle.exported_spans,
-                "dropped": handle.dropped_spans,
-                "failed": handle.failed_spans,
-            }
+            counts = handle.counts()  # plus the worker processes' own (joined by now)
+            workers = tracing.take_counts(
+                store_path, _tracing_counts_key(outcome.run_id, os.getpid())
+            )
+            outcome.summary["tracing"] = {name: counts[name] + workers[name] for name in counts}
             store.update_run(outcome.run_id, summary=outcome.summary)
         return outcome
     finally:

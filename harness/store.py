@@ -192,6 +192,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX results_run_latency ON results(run_id, latency_ms);
     CREATE INDEX results_run_cost ON results(run_id, cost_usd);
     """,
+    # 5: superseded results. `results` holds the latest result per (run, case, model, epoch);
+    # when a resume runs an errored item again, the earlier row and its scores move here
+    # (same columns, plus when), so a run's history is kept and no reader double-counts.
+    """
+    CREATE TABLE superseded_results AS SELECT * FROM results WHERE 0;
+    ALTER TABLE superseded_results ADD COLUMN superseded_at REAL;
+    CREATE INDEX superseded_results_key ON superseded_results(run_id, case_id, model, epoch);
+    CREATE TABLE superseded_scores AS SELECT * FROM scores WHERE 0;
+    ALTER TABLE superseded_scores ADD COLUMN superseded_at REAL;
+    CREATE INDEX superseded_scores_key ON superseded_scores(run_id, case_id, model, epoch);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -491,6 +502,7 @@ class Store:
         self._pending_results, self._pending_cache = [], {}
         results = [_redacted(r) for r in results]
         with self.transaction():
+            self._supersede([(r.run_id, r.case_id, r.model, r.epoch) for r in results])
             self.conn.executemany(
                 "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
@@ -542,23 +554,44 @@ class Store:
                 )
         return len(results)
 
-    def result_counts(self, run_id: str) -> dict[str, Any]:
-        """Results of a run so far by status, plus cached count and cost (for progress)."""
+    def _supersede(self, keys: list[tuple[str, str, str, int]]) -> None:
+        """Move the stored results (and scores) of these items to the superseded tables, so
+        the results about to be written are the only current ones. Nothing is deleted."""
+        now = time.time()
+        where = "WHERE run_id = ? AND case_id = ? AND model = ? AND epoch = ?"
+        self.conn.executemany(
+            f"INSERT INTO superseded_results SELECT *, ? FROM results {where}",
+            [(now, *key) for key in keys],
+        )
+        self.conn.executemany(
+            f"INSERT INTO superseded_scores SELECT *, ? FROM scores {where}",
+            [(now, *key) for key in keys],
+        )
+        # A retry may have other scorers' rows than the attempt it replaces (none after a
+        # provider error): the old ones were copied above and must not stay current.
+        self.conn.executemany(f"DELETE FROM scores {where}", keys)
+
+    def result_counts(self, run_id: str, *, since: float | None = None) -> dict[str, Any]:
+        """Results of a run so far by status, plus cached count and cost (for progress);
+        `since`: only results created from then on (this session of a resumed run)."""
         counts: dict[str, Any] = {"cached": 0, "cost": 0.0}
-        for status, count, cached, cost in self.conn.execute(
-            "SELECT status, COUNT(*), SUM(cached), SUM(cost_usd) FROM results WHERE run_id = ? "
-            "GROUP BY status",
-            (run_id,),
-        ):
+        query = "SELECT status, COUNT(*), SUM(cached), SUM(cost_usd) FROM results WHERE run_id = ?"
+        args: list[Any] = [run_id]
+        if since is not None:
+            query += " AND created_at >= ?"
+            args.append(since)
+        for status, count, cached, cost in self.conn.execute(query + " GROUP BY status", args):
             counts[status] = count
             counts["cached"] += cached or 0
             counts["cost"] += cost or 0.0
         return counts
 
     def completed_keys(self, run_id: str) -> set[tuple[str, str, int]]:
-        """(case_id, model, epoch) of every result already stored for a run."""
+        """(case_id, model, epoch) of a run's pass and fail results: what a resume skips (an
+        errored item is run again)."""
         rows = self.conn.execute(
-            "SELECT case_id, model, epoch FROM results WHERE run_id = ?", (run_id,)
+            "SELECT case_id, model, epoch FROM results WHERE run_id = ? AND status != 'error'",
+            (run_id,),
         )
         return {(r[0], r[1], r[2]) for r in rows}
 

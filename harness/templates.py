@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -42,10 +43,20 @@ def variables(text: str) -> set[str]:
     return set(meta.find_undeclared_variables(_ENV.parse(text)))
 
 
+# `{{ name }}` alone: by far the most common template (expected values); a string variable
+# renders as itself, so it skips Jinja2's per-render context set-up (~40 us).
+_ONE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
 def render(text: str, context: dict[str, Any], *, where: str | None = None) -> str:
     """Render `text` against `context`; a missing variable is a ConfigError naming it."""
     if not is_template(text):
         return text
+    single = _ONE_VARIABLE.fullmatch(text)
+    if single is not None:
+        value = context.get(single.group(1))
+        if isinstance(value, str):
+            return value
     template = compile_template(text, where=where)
     try:
         return template.render(context)

@@ -89,6 +89,62 @@ def test_errors_certain_to_exceed_the_limit_abort_with_exit_3(tmp_path: Path) ->
         assert summary["errors"] == 1
 
 
+def test_suite_max_error_rate_applies_unless_the_option_is_given(tmp_path: Path) -> None:
+    rows = case_rows(10)
+    rows[2]["question"] = rows[7]["question"] = "CONTEXT_TOO_LONG"  # 20% errors
+    with threaded_server() as server:
+        project = make_project(tmp_path, server.url, rows=rows, max_error_rate=0.5)
+        code, summary = run_json(project)
+        assert (code, summary["errors"], summary["max_error_rate"]) == (0, 2, 0.5), summary
+        code, summary = run_json(project, "--max-error-rate", "0.1")  # the option wins
+        assert (code, summary["max_error_rate"]) == (3, 0.1)
+        del project.suite_data["max_error_rate"]
+        project.write()
+        code, summary = run_json(project)  # neither: 10%
+        assert (code, summary["max_error_rate"]) == (3, 0.1)
+    manifests = [run["manifest"] for run in run_records(project.store)]
+    assert [json.loads(m)["max_error_rate"] for m in manifests] == [0.5, 0.1, 0.1]
+
+
+def test_json_summary_is_printed_when_the_run_aborts(tmp_path: Path) -> None:
+    with threaded_server(faults=Faults(rate_500=1.0)) as server:
+        project = make_project(tmp_path, server.url, n=40, model={"max_attempts": 1})
+        result = invoke(project, project.run_args("--json", "--concurrency", "1"))
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout)
+    (run,) = run_records(project.store)
+    assert summary["run_id"] == run["id"]
+    assert summary["status"] == run["status"] == "aborted"
+    assert (summary["aborted"], summary["error_rate_ok"]) == (True, False)
+    assert summary["abort_reason"] == "error rate 5/5 exceeds --max-error-rate 10%"  # > 4/40
+    assert summary["results"] == summary["errors"] == 5
+    assert summary["planned"] == 40
+    message = result.stderr.strip().splitlines()[-1]  # after the progress bar: one line
+    assert message.startswith(f"run {run['id']} could not measure (aborted): error rate 5/5")
+
+
+@pytest.mark.parametrize("json_output", [True, False])
+def test_a_run_that_completes_above_the_error_rate_limit_exits_3(
+    tmp_path: Path, json_output: bool
+) -> None:
+    rows = case_rows(10)
+    rows[9]["question"] = "CONTEXT_TOO_LONG"  # the last case: the run completes, at 10% errors
+    with threaded_server() as server:
+        project = make_project(tmp_path, server.url, rows=rows, concurrency=1)
+        args = ["--max-error-rate", "0.05", *(["--json"] if json_output else [])]
+        result = invoke(project, project.run_args(*args))
+    assert result.exit_code == 3, result.output
+    (run,) = run_records(project.store)
+    assert run["status"] == "completed"
+    message = result.stderr.strip().splitlines()[-1]  # after the progress bar: one line
+    assert message.startswith(f"run {run['id']} could not measure (completed): error rate 1/10")
+    if json_output:
+        summary = json.loads(result.stdout)
+        assert (summary["status"], summary["results"], summary["errors"]) == ("completed", 10, 1)
+        assert (summary["aborted"], summary["error_rate_ok"]) == (False, False)
+        assert summary["abort_reason"] is None
+
+
 def test_errors_are_counted_apart_from_fails(tmp_path: Path) -> None:
     rows = case_rows(8, fail={0, 1})
     rows[5]["question"] = "CONTEXT_TOO_LONG"
@@ -366,3 +422,38 @@ def test_import_of_a_broken_file_is_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "not an evals run file" in result.stderr
     assert not (tmp_path / "s.db").exists()
+
+
+def test_a_rerun_whose_every_response_is_cached_never_imports_litellm(tmp_path: Path) -> None:
+    # Importing litellm costs seconds; a cache hit never enters it (and the model check is
+    # remembered from the first run), so a cached re-run does not pay for it.
+    import subprocess
+    import sys
+
+    from helpers import subprocess_env
+
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from harness.runner import RunOptions, execute\n"
+        "root = Path(sys.argv[1])\n"
+        "outcome = execute(root / sys.argv[2], project_dir=root, store_path=Path(sys.argv[3]),"
+        " options=RunOptions(workers=1))\n"
+        "print(json.dumps({'litellm': 'litellm' in sys.modules,"
+        " 'cached': outcome.summary['models'][sys.argv[4]]['cached']}))\n"
+    )
+    with threaded_server() as server:
+        project = make_project(tmp_path, server.url, rows=case_rows(6))
+        args = [str(project.root), str(project.suite.relative_to(project.root)),
+                str(project.store), MODEL_ID]  # fmt: skip
+
+        def run() -> dict[str, Any]:
+            done = subprocess.run(
+                [sys.executable, "-c", script, *args], env=subprocess_env(),
+                capture_output=True, text=True, timeout=120, check=True,
+            )  # fmt: skip
+            return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+        assert run() == {"litellm": True, "cached": 0}
+        assert run() == {"litellm": False, "cached": 6}
+        assert server.stats.total == 6

@@ -312,3 +312,33 @@ async def test_on_call_sees_successes_and_failures(fake_server: FakeServer) -> N
         await client.complete(request("again"))
     assert seen[0][0] is not None and seen[0][1] is None
     assert seen[1][0] is None and seen[1][1] is not None
+
+
+# --- litellm's per-call extras ----------------------------
+
+
+async def test_a_registered_litellm_callback_still_sees_every_call_with_its_cost(
+    fake_server: FakeServer,
+) -> None:
+    # We skip litellm's own pricing and logging only while nobody listens to them.
+    litellm = litellm_module()
+    from litellm.integrations.custom_logger import CustomLogger
+
+    seen: list[Any] = []
+
+    class Listener(CustomLogger):  # type: ignore[misc]
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+            seen.append(kwargs.get("response_cost"))
+
+    listener = Listener()
+    litellm.callbacks = [listener]
+    try:
+        client = ModelClient(model_config(fake_server, model="openai/gpt-4o-mini"))
+        await client.complete(request("one two three\nREPLY: a b"))
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        litellm.callbacks = []
+    assert len(seen) == 1 and seen[0] is not None and seen[0] > 0

@@ -4,7 +4,9 @@ SIGKILL at random points and SIGINT leave a store that resumes cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import os
 import random
 import signal
@@ -19,7 +21,9 @@ from helpers import (
     DEFAULT_PROMPT,
     FAKE_KEY,
     KEY_ENV,
+    MODEL_ID,
     Project,
+    connect_ro,
     invoke,
     make_project,
     result_rows,
@@ -32,8 +36,10 @@ from helpers import (
     write_yaml,
 )
 
-from harness.fakeserver import ThreadedFakeServer
+from harness.fakeserver import Faults, ThreadedFakeServer
 from harness.runner import Runner, RunOptions, execute
+from harness.store import ResultRow, ScoreRow, Store
+from harness.summary import summarize
 
 
 def interrupted_run(project: Project, stop_after: int, **options: Any) -> str:
@@ -119,6 +125,76 @@ def test_resume_of_a_completed_run_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "already completed" in result.stderr
     assert store_snapshot(project.store)[2] == before[2]
+
+
+# --- errored items are run again -------------------------------------------------------------
+
+
+def resume_json(project: Project, run_id: str) -> tuple[int, dict[str, Any]]:
+    args = ["run", "--resume", run_id, "--store", str(project.store), "--cache", "off", "--json"]
+    result = invoke(project, args)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_resume_runs_errored_items_again_and_keeps_their_earlier_errors(tmp_path: Path) -> None:
+    with threaded_server() as server:
+        project = make_project(tmp_path, server.url, n=12, concurrency=1, model={"max_attempts": 1})
+        run_id = interrupted_run(project, 4, cache_mode="off")
+        server.server.faults = Faults(rate_500=1.0)  # the provider goes down: the resume aborts
+        code, aborted = resume_json(project, run_id)
+        assert (code, aborted["status"]) == (3, "aborted"), aborted
+        rows = result_rows(project.store, run_id)
+        errored = [row["case_id"] for row in rows if row["status"] == "error"]
+        assert errored
+        server.server.faults = Faults()
+        server.reset_stats()
+        code, summary = resume_json(project, run_id)
+        per_case = requests_per_case(server)
+    assert (code, summary["status"]) == (0, "completed"), summary
+    # The errored and the never-run items were called, once each; the passed ones not at all.
+    assert set(per_case.values()) == {1}
+    assert sorted(per_case) == [f"c{i:03d}" for i in range(4, 12)]
+    rows = result_rows(project.store, run_id)
+    assert len(rows) == 12 and all(r["status"] == "pass" for r in rows)
+    # The latest result of each item wins: nothing is counted twice, no retried error counts.
+    assert (summary["results"], summary["errors"]) == (12, 0)
+    block = summary["models"][MODEL_ID]
+    assert (block["passed"], block["errors"], block["scorers"]["equals"]["n"]) == (12, 0, 12)
+    shown = invoke(project, ["show", run_id, "--json", "--store", str(project.store)])
+    assert len(json.loads(shown.stdout)["results"]) == 12
+    # The earlier error rows are kept, as the run's history.
+    with contextlib.closing(connect_ro(project.store)) as conn:
+        history = conn.execute(
+            "SELECT case_id, status FROM superseded_results WHERE run_id = ?", (run_id,)
+        ).fetchall()
+    assert sorted(history) == [(case_id, "error") for case_id in errored]
+
+
+def test_a_retried_item_keeps_only_the_scores_of_its_latest_result(tmp_path: Path) -> None:
+    def attempt(error_kind: str, scores: list[ScoreRow]) -> ResultRow:
+        return ResultRow(
+            run_id="r1", case_id="c1", model="m", epoch=0, status="error", score=None,
+            output=None, error=error_kind, error_kind=error_kind, latency_ms=None,
+            input_tokens=None, output_tokens=None, cost_usd=None, cached=False, attempts=1,
+            trace_id=None, case_data={}, detail=None, scores=scores,
+        )  # fmt: skip
+
+    crashed = [ScoreRow("equals", "pass", 1.0, "ok"), ScoreRow("python", "error", None, "boom")]
+    with Store.open(tmp_path / "evals.db") as store:
+        store.create_run("r1", "suite", {})
+        store.add_result(attempt("user_function", crashed))  # a scorer crashed
+        store.flush()
+        assert store.completed_keys("r1") == set()  # an error is run again on resume
+        store.add_result(attempt("server_error", []))  # its retry: the provider failed
+        store.flush()
+        (row,) = store.results("r1")
+        superseded = store.conn.execute(
+            "SELECT (SELECT count(*) FROM superseded_results), "
+            "(SELECT count(*) FROM superseded_scores)"
+        ).fetchone()
+    assert (row.error_kind, row.scores) == ("server_error", [])
+    assert summarize([row])["models"]["m"]["scorers"] == {}
+    assert superseded == (1, 2)
 
 
 def change_dataset(project: Project) -> None:

@@ -169,9 +169,14 @@ async def test_a_few_errors_below_the_limit_do_not_abort(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("k, n", [(0, 5), (1, 10), (3, 10), (10, 10), (7, 200), (150, 400)])
-def test_inline_wilson_bound_matches_scipy(k: int, n: int) -> None:
-    low, _ = wilson_interval(k, n)
-    assert _wilson_low(k, n) == pytest.approx(low, abs=1e-6)
+def test_closed_form_wilson_interval_matches_scipy(k: int, n: int) -> None:
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = wilson_interval(k, n)
+    assert low == pytest.approx(ci.low, abs=1e-9)
+    assert high == pytest.approx(ci.high, abs=1e-9)
+    assert _wilson_low(k, n) == pytest.approx(ci.low, abs=1e-9)
 
 
 # --- results ---------------------------------------------------------------------------------

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FAKE_KEY, KEY_ENV, Project, make_project, model_entry, threaded_server
+from helpers import (
+    FAKE_KEY,
+    KEY_ENV,
+    Project,
+    make_project,
+    model_entry,
+    spawn,
+    threaded_server,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -430,3 +438,20 @@ def test_tracing_off_records_nothing(tmp_path: Path, memory: InMemorySpanExporte
         run(project, trace=False)
     assert memory.get_finished_spans() == ()
     assert tracing.count_traces(project.store) == 0
+
+
+def test_summary_counts_the_spans_of_every_worker_process(tmp_path: Path) -> None:
+    # Slow calls, so the worker process (seconds to start) still finds work to take.
+    with threaded_server(latency_ms=300) as server:
+        project = make_project(tmp_path, server.url, n=40, model={"concurrency": 4})
+        proc = spawn(project, project.run_args("--workers", "2", "--cache", "off", "--json"))
+        out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["processes"] == 2
+    with Store.open(project.store) as db:
+        stored = db.conn.execute(
+            "SELECT count(*) FROM spans WHERE run_id = ?", (summary["run_id"],)
+        ).fetchone()[0]
+    assert stored == 40 * 3  # case, LLM call, one scorer
+    assert summary["tracing"] == {"exported": stored, "dropped": 0, "failed": 0}

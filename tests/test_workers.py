@@ -44,6 +44,7 @@ def test_two_processes_run_every_item_exactly_once(tmp_path: Path) -> None:
         assert proc.returncode == 0, err
         summary = json.loads(out)
         assert summary["results"] == 120 and summary["errors"] == 0
+        assert summary["processes"] == 2
         assert server.stats.total == 120  # no item was sent twice, none was lost
         assert _counts(project.store) == (120, 120, 120)  # spans from both processes
 

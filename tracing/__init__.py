@@ -13,6 +13,7 @@ Span names and attribute keys live in `tracing.conventions`. The OTLP exporter (
 requests) is imported only when an OTLP endpoint is configured.
 """
 
+from tracing.counts import save_counts, take_counts
 from tracing.handles import (
     EmbeddingSpan,
     EvaluatorSpan,
@@ -88,9 +89,11 @@ __all__ = [
     "redact_value",
     "refresh_secrets",
     "retrieval_span",
+    "save_counts",
     "setup",
     "span_tree",
     "step_span",
+    "take_counts",
     "tool_span",
     "traced",
     "use_tracer",

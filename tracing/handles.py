@@ -3,6 +3,13 @@
 A handle wraps one OTel span. `LLMSpan.set_response` records the answer, usage and cost as
 `gen_ai.*` and OpenInference attributes at once; `record_completion` does it from an
 OpenAI-format response. Values that OTel cannot hold (dicts, mixed lists) are stored as JSON.
+
+Handles opened by the helpers (`tracing.llm_span`, ...) collect what their setters record and
+give it to the span in one go as the span ends, already made legal, so the SDK need not check
+each value again (`tracing.setup.add_legal_attributes`): until then `handle.span.attributes`
+shows only the attributes the span started with. A handle built directly on a span
+(`LLMSpan(span)`) writes through at once. On a span that records nothing (no tracer
+configured, or sampled out) the setters return at once.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from tracing import conventions as c
 from tracing.messages import normalise_tool_call, output_message_attributes, to_json
+from tracing.setup import add_legal_attributes
+
+_SCALARS = frozenset({str, bool, int, float})
 
 
 def attribute_value(value: Any) -> Any:
     """An OTel-legal attribute value: scalars and lists of scalars pass, the rest becomes JSON."""
-    if isinstance(value, (str, bool, int, float)):
+    if type(value) in _SCALARS or isinstance(value, (str, bool, int, float)):
         return value
     if (
         isinstance(value, (list, tuple))
@@ -29,14 +39,20 @@ def attribute_value(value: Any) -> Any:
     return to_json(value)
 
 
-def _set(span: Span, attributes: Mapping[str, Any]) -> None:
-    span.set_attributes(
-        {key: attribute_value(value) for key, value in attributes.items() if value is not None}
-    )
+def legal_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """`attributes` without None values, each made OTel-legal (`attribute_value`)."""
+    scalars = _SCALARS
+    return {
+        key: value if type(value) in scalars else attribute_value(value)
+        for key, value in attributes.items()
+        if value is not None
+    }
 
 
 def record_error(span: Span, error: BaseException) -> None:
     """Mark `span` failed by `error`: status ERROR, `error.type`, and an exception event."""
+    if not span.is_recording():
+        return
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
     span.set_attribute(c.ERROR_TYPE, type(error).__qualname__)
     span.record_exception(error)
@@ -47,33 +63,51 @@ class SpanHandle:
 
     def __init__(self, span: Span) -> None:
         self.span = span
+        self._recording = span.is_recording()
+        # Attributes waiting for the span's end (helpers' handles), or None: write through.
+        self._pending: dict[str, Any] | None = None
+
+    def _record(self, attributes: dict[str, Any]) -> None:
+        """Record already-legal attributes (no None values)."""
+        if self._pending is not None:
+            self._pending.update(attributes)
+        elif attributes:
+            add_legal_attributes(self.span, attributes)
+
+    def _flush(self) -> None:
+        """Give the span what the setters collected (called once, before the span ends)."""
+        pending, self._pending = self._pending, None
+        if pending:
+            add_legal_attributes(self.span, pending)
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Set one attribute (None is ignored; dicts and mixed lists are stored as JSON)."""
-        if value is not None:
-            self.span.set_attribute(key, attribute_value(value))
+        if value is not None and self._recording:
+            self._record({key: attribute_value(value)})
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Set several attributes (None values are ignored)."""
-        _set(self.span, attributes)
+        if self._recording:
+            self._record(legal_attributes(attributes))
 
     def set_input(self, value: Any) -> None:
         """`input.value` (text as is, anything else as JSON) with its MIME type."""
-        _set(self.span, _io_attributes(c.INPUT_VALUE, c.INPUT_MIME_TYPE, value))
+        if value is not None and self._recording:
+            self._record(_io_attributes(c.INPUT_VALUE, c.INPUT_MIME_TYPE, value))
 
     def set_output(self, value: Any) -> None:
         """`output.value` (text as is, anything else as JSON) with its MIME type."""
-        _set(self.span, _io_attributes(c.OUTPUT_VALUE, c.OUTPUT_MIME_TYPE, value))
+        if value is not None and self._recording:
+            self._record(_io_attributes(c.OUTPUT_VALUE, c.OUTPUT_MIME_TYPE, value))
 
     def set_error(self, message: str, error_type: str) -> None:
         """Mark the span failed without an exception (e.g. a tool that returned an error)."""
-        self.span.set_status(Status(StatusCode.ERROR, message))
-        self.span.set_attribute(c.ERROR_TYPE, error_type)
+        if self._recording:
+            self.span.set_status(Status(StatusCode.ERROR, message))
+            self._record({c.ERROR_TYPE: error_type})
 
 
 def _io_attributes(value_key: str, mime_key: str, value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
     if isinstance(value, str):
         return {value_key: value, mime_key: c.MIME_TEXT}
     return {value_key: to_json(value), mime_key: c.MIME_JSON}
@@ -96,6 +130,8 @@ class LLMSpan(SpanHandle):
         response_id: str | None = None,
     ) -> None:
         """Record the model's answer, usage, cost and how it was obtained (cache, retries)."""
+        if not self._recording:
+            return
         attributes: dict[str, Any] = {
             c.GEN_AI_RESPONSE_MODEL: response_model,
             c.GEN_AI_RESPONSE_ID: response_id,
@@ -121,7 +157,7 @@ class LLMSpan(SpanHandle):
         if text is not None:
             attributes[c.OUTPUT_VALUE] = text
             attributes[c.OUTPUT_MIME_TYPE] = c.MIME_TEXT
-        _set(self.span, attributes)
+        self._record(legal_attributes(attributes))
 
 
 class RetrievalSpan(SpanHandle):
@@ -129,6 +165,8 @@ class RetrievalSpan(SpanHandle):
 
     def set_documents(self, documents: Sequence[Mapping[str, Any]]) -> None:
         """Record retrieved documents: dicts with `id`, `content`, `score`, `metadata`."""
+        if not self._recording:
+            return
         attributes: dict[str, Any] = {}
         for i, document in enumerate(documents):
             attributes[c.RETRIEVAL_DOCUMENT_ID.format(i=i)] = _str(document.get("id"))
@@ -137,7 +175,7 @@ class RetrievalSpan(SpanHandle):
             metadata = document.get("metadata")
             if metadata:
                 attributes[c.RETRIEVAL_DOCUMENT_METADATA.format(i=i)] = to_json(metadata)
-        _set(self.span, attributes)
+        self._record(legal_attributes(attributes))
 
 
 class EmbeddingSpan(SpanHandle):
@@ -145,13 +183,12 @@ class EmbeddingSpan(SpanHandle):
 
     def set_usage(self, input_tokens: int | None = None, cost: float | None = None) -> None:
         """Record tokens embedded and the cost."""
-        _set(
-            self.span,
+        self.set_attributes(
             {
                 c.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
                 c.LLM_TOKEN_COUNT_PROMPT: input_tokens,
                 c.EVALS_COST_USD: cost,
-            },
+            }
         )
 
 
@@ -160,11 +197,13 @@ class ToolSpan(SpanHandle):
 
     def set_result(self, result: Any) -> None:
         """Record the tool's result (text as is, anything else as JSON)."""
-        if result is None:
+        if result is None or not self._recording:
             return
         text = result if isinstance(result, str) else to_json(result)
-        _set(self.span, {c.GEN_AI_TOOL_CALL_RESULT: text})
-        self.set_output(result)
+        mime = c.MIME_TEXT if isinstance(result, str) else c.MIME_JSON
+        self._record(
+            {c.GEN_AI_TOOL_CALL_RESULT: text, c.OUTPUT_VALUE: text, c.OUTPUT_MIME_TYPE: mime}
+        )
 
 
 class EvaluatorSpan(SpanHandle):
@@ -174,8 +213,14 @@ class EvaluatorSpan(SpanHandle):
         self, score: float | None, passed: bool | None = None, reason: str | None = None
     ) -> None:
         """Record the score, pass/fail and the scorer's reason."""
-        _set(self.span, {c.EVALS_SCORE: score, c.EVALS_PASSED: passed, c.EVALS_REASON: reason})
-        self.set_output({"score": score, "passed": passed, "reason": reason})
+        if not self._recording:
+            return
+        attributes = legal_attributes(
+            {c.EVALS_SCORE: score, c.EVALS_PASSED: passed, c.EVALS_REASON: reason}
+        )
+        attributes[c.OUTPUT_VALUE] = to_json({"score": score, "passed": passed, "reason": reason})
+        attributes[c.OUTPUT_MIME_TYPE] = c.MIME_JSON
+        self._record(attributes)
 
 
 def _str(value: Any) -> str | None:

@@ -3,7 +3,7 @@
 Each helper sets the OTel GenAI attributes (`gen_ai.*`) and the OpenInference ones side by side,
 so Phoenix, Jaeger or our own viewer read the same span. On an exception the span gets status
 ERROR, `error.type` and an exception event, and the exception propagates. Helpers use only the
-OpenTelemetry API: without a configured provider they cost next to nothing and record nothing.
+OpenTelemetry API: without a configured provider they build no attributes and record nothing.
 
 The harness's provider layer calls `llm_span` around each model call; a production app can do
 the same around its own litellm or OpenAI call and fill the span with
@@ -17,10 +17,19 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
-from typing import Any, ParamSpec, TypeVar, cast
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NoOpTracer,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    SpanKind,
+    Tracer,
+)
 
 from tracing import conventions as c
 from tracing.handles import (
@@ -30,7 +39,7 @@ from tracing.handles import (
     RetrievalSpan,
     SpanHandle,
     ToolSpan,
-    attribute_value,
+    legal_attributes,
     record_error,
 )
 from tracing.messages import Message, input_message_attributes, last_user_text, to_json
@@ -66,29 +75,117 @@ def use_tracer(tracer: Tracer | None) -> Iterator[None]:
         _CONTEXT_TRACER.reset(token)
 
 
-def _tracer(tracer: Tracer | None) -> Tracer:
-    if tracer is not None:
-        return tracer
-    return _CONTEXT_TRACER.get() or trace.get_tracer(TRACER_NAME)
+# The global provider's tracer, kept: an SDK provider's `get_tracer` costs microseconds a call.
+_global_tracer: tuple[trace.TracerProvider, Tracer] | None = None
 
 
-@contextmanager
+def _tracer(tracer: Tracer | None) -> Tracer | None:
+    """The tracer a helper uses, or None when its spans could only be no-ops."""
+    global _global_tracer
+    if tracer is None:
+        tracer = _CONTEXT_TRACER.get()
+    if tracer is None:
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider)):
+            return None  # no global provider (yet): a span now would be a no-op
+        cached = _global_tracer
+        if cached is None or cached[0] is not provider:
+            cached = _global_tracer = (provider, provider.get_tracer(TRACER_NAME))
+        tracer = cached[1]
+    return None if isinstance(tracer, NoOpTracer) else tracer
+
+
+class _SpanScope(AbstractContextManager[H], Generic[H]):
+    """Start a span, make it current, hand out its handle; on exit record what the handle
+    collected and any exception, restore the context and end the span. One plain object
+    instead of the SDK's nested generator context managers (`start_as_current_span` ->
+    `use_span`), which cost about half as much again as starting and ending the span."""
+
+    __slots__ = ("_attributes", "_handle", "_handle_type", "_kind", "_name", "_token", "_tracer")
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        handle_type: type[H],
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._handle_type = handle_type
+        self._token: object | None = None
+
+    def __enter__(self) -> H:
+        span = self._tracer.start_span(
+            self._name,
+            kind=self._kind,
+            attributes=self._attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        if span.get_span_context().is_valid:  # as `start_as_current_span`: not a no-op span
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+        handle = self._handle = self._handle_type(span)
+        if handle._recording:
+            handle._pending = {}
+        return handle
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        handle = self._handle
+        span = handle.span
+        try:
+            if handle._recording:
+                handle._flush()
+                if error is not None:
+                    record_error(span, error)
+        finally:
+            if self._token is not None:
+                otel_context.detach(self._token)  # type: ignore[arg-type]
+            span.end()
+
+
+class _NoSpan(AbstractContextManager[H], Generic[H]):
+    """What a helper returns when no tracer records: a handle whose setters do nothing."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: H) -> None:
+        self._handle = handle
+
+    def __enter__(self) -> H:
+        return self._handle
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SPANS: dict[type[SpanHandle], _NoSpan[Any]] = {
+    handle_type: _NoSpan(handle_type(INVALID_SPAN))
+    for handle_type in (SpanHandle, LLMSpan, RetrievalSpan, EmbeddingSpan, ToolSpan, EvaluatorSpan)
+}
+
+
+def _no_span(handle_type: type[H]) -> AbstractContextManager[H]:
+    scope = _NO_SPANS.get(handle_type)
+    return scope if scope is not None else _NoSpan(handle_type(INVALID_SPAN))
+
+
 def _span(
-    tracer: Tracer | None,
+    tracer: Tracer,
     name: str,
     kind: SpanKind,
     attributes: Mapping[str, Any],
     handle_type: type[H],
-) -> Iterator[H]:
-    clean = {key: attribute_value(value) for key, value in attributes.items() if value is not None}
-    with _tracer(tracer).start_as_current_span(
-        name, kind=kind, attributes=clean, record_exception=False, set_status_on_exception=False
-    ) as span:
-        try:
-            yield handle_type(span)
-        except BaseException as error:
-            record_error(span, error)
-            raise
+) -> AbstractContextManager[H]:
+    return _SpanScope(tracer, name, kind, legal_attributes(attributes), handle_type)
 
 
 def _split_model(model: str, provider: str | None) -> tuple[str, str | None]:
@@ -110,6 +207,9 @@ def llm_span(
     attributes: Mapping[str, Any] | None = None,
 ) -> AbstractContextManager[LLMSpan]:
     """Span an LLM call. `model` may be a litellm string (`openai/gpt-4o-mini`)."""
+    active = _tracer(tracer)
+    if active is None:
+        return _no_span(LLMSpan)
     model_name, provider_name = _split_model(model, provider)
     params = dict(params or {})
     values: dict[str, Any] = {
@@ -130,7 +230,7 @@ def llm_span(
         values[c.INPUT_VALUE] = last_user_text(messages)
         values[c.INPUT_MIME_TYPE] = c.MIME_TEXT if values[c.INPUT_VALUE] is not None else None
     values.update(attributes or {})
-    return _span(tracer, f"{operation} {model_name}", SpanKind.CLIENT, values, LLMSpan)
+    return _span(active, f"{operation} {model_name}", SpanKind.CLIENT, values, LLMSpan)
 
 
 def retrieval_span(
@@ -142,6 +242,9 @@ def retrieval_span(
     attributes: Mapping[str, Any] | None = None,
 ) -> AbstractContextManager[RetrievalSpan]:
     """Span a retrieval of up to `top_k` documents for `query` from `data_source` (an index)."""
+    active = _tracer(tracer)
+    if active is None:
+        return _no_span(RetrievalSpan)
     values: dict[str, Any] = {
         c.GEN_AI_OPERATION_NAME: c.OP_RETRIEVAL,
         c.GEN_AI_DATA_SOURCE_ID: data_source,
@@ -153,7 +256,7 @@ def retrieval_span(
         **(attributes or {}),
     }
     name = f"{c.OP_RETRIEVAL} {data_source}" if data_source else c.OP_RETRIEVAL
-    return _span(tracer, name, SpanKind.CLIENT, values, RetrievalSpan)
+    return _span(active, name, SpanKind.CLIENT, values, RetrievalSpan)
 
 
 def embedding_span(
@@ -166,6 +269,9 @@ def embedding_span(
     attributes: Mapping[str, Any] | None = None,
 ) -> AbstractContextManager[EmbeddingSpan]:
     """Span an embedding of `n_inputs` texts (the texts themselves only when given)."""
+    active = _tracer(tracer)
+    if active is None:
+        return _no_span(EmbeddingSpan)
     model_name, provider_name = _split_model(model, provider)
     values: dict[str, Any] = {
         c.GEN_AI_OPERATION_NAME: c.OP_EMBEDDINGS,
@@ -178,7 +284,7 @@ def embedding_span(
     for i, text in enumerate(texts or ()):
         values[c.EMBEDDING_TEXT.format(i=i)] = text
     values.update(attributes or {})
-    return _span(tracer, f"{c.OP_EMBEDDINGS} {model_name}", SpanKind.CLIENT, values, EmbeddingSpan)
+    return _span(active, f"{c.OP_EMBEDDINGS} {model_name}", SpanKind.CLIENT, values, EmbeddingSpan)
 
 
 def tool_span(
@@ -191,6 +297,9 @@ def tool_span(
     attributes: Mapping[str, Any] | None = None,
 ) -> AbstractContextManager[ToolSpan]:
     """Span the execution of tool `name` with `arguments` (`schema`: its parameter schema)."""
+    active = _tracer(tracer)
+    if active is None:
+        return _no_span(ToolSpan)
     args_json = None
     if arguments is not None:
         args_json = arguments if isinstance(arguments, str) else to_json(arguments)
@@ -206,7 +315,7 @@ def tool_span(
         c.INPUT_MIME_TYPE: c.MIME_JSON if args_json is not None else None,
         **(attributes or {}),
     }
-    return _span(tracer, f"{c.OP_EXECUTE_TOOL} {name}", SpanKind.INTERNAL, values, ToolSpan)
+    return _span(active, f"{c.OP_EXECUTE_TOOL} {name}", SpanKind.INTERNAL, values, ToolSpan)
 
 
 def step_span(
@@ -214,11 +323,14 @@ def step_span(
 ) -> AbstractContextManager[SpanHandle]:
     """Span any other step (a case, a pipeline stage, an agent). Dotted attribute names pass
     through `**{"evals.case.id": ...}`. Kind AGENT also sets `gen_ai.operation.name`."""
+    active = _tracer(tracer)
+    if active is None:
+        return _no_span(SpanHandle)
     values: dict[str, Any] = {c.OPENINFERENCE_SPAN_KIND: kind}
     if kind == c.KIND_AGENT:
         values[c.GEN_AI_OPERATION_NAME] = c.OP_INVOKE_AGENT
     values.update(attributes)
-    return _span(tracer, name, SpanKind.INTERNAL, values, SpanHandle)
+    return _span(active, name, SpanKind.INTERNAL, values, SpanHandle)
 
 
 def evaluator_span(
@@ -229,13 +341,16 @@ def evaluator_span(
     attributes: Mapping[str, Any] | None = None,
 ) -> AbstractContextManager[EvaluatorSpan]:
     """Span one scorer judging one output; an LLM judge's call nests inside as an LLM span."""
+    active = _tracer(tracer)
+    if active is None:
+        return _no_span(EvaluatorSpan)
     values: dict[str, Any] = {
         c.OPENINFERENCE_SPAN_KIND: c.KIND_EVALUATOR,
         c.EVALS_SCORER_NAME: scorer_name,
         c.EVALS_SCORER_TYPE: scorer_type,
         **(attributes or {}),
     }
-    return _span(tracer, f"score {scorer_name}", SpanKind.INTERNAL, values, EvaluatorSpan)
+    return _span(active, f"score {scorer_name}", SpanKind.INTERNAL, values, EvaluatorSpan)
 
 
 def _call_input(signature: inspect.Signature, args: Any, kwargs: Any) -> Any:

@@ -8,7 +8,8 @@ OpenInference wants the same messages flattened (`llm.input_messages.0.message.r
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import json.encoder
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tracing.conventions import (
@@ -30,9 +31,35 @@ from tracing.conventions import (
 Message = Mapping[str, Any]
 
 
+def _compact_json() -> Callable[[Any], str]:
+    """`json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)` without
+    its per-call set-up, which costs more than encoding a small value: CPython's C encoder is
+    built once (no circular-reference check: such a value fails with RecursionError instead
+    of ValueError). Falls back to a plain `JSONEncoder` where the C encoder is missing or
+    encodes differently."""
+    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    quote = getattr(json.encoder, "c_encode_basestring", None)
+    try:
+        encode = make(None, str, quote, None, ":", ",", False, False, True)  # type: ignore[misc]
+        sample = {"a": [1, 2.5, None, True, 'é\n"', float("nan")], "b": {"c": object}}
+        if "".join(encode(sample, 0)) != encoder.encode(sample):
+            return encoder.encode
+    except Exception:
+        return encoder.encode
+
+    def dumps(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+_to_json = _compact_json()
+
+
 def to_json(value: Any) -> str:
     """Compact JSON for span attributes; anything unserialisable becomes its `str`."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _to_json(value)
 
 
 def text_of(content: Any) -> str | None:

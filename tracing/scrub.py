@@ -2,12 +2,13 @@
 
 Pure functions over attribute mappings, applied by the exporters built in `tracing.setup`, so
 the SQLite span store and the OTLP exporter receive the same scrubbed spans. A span is checked
-for secrets as a whole first: most spans hold none, and then nothing is rewritten.
+for secrets as a whole first (`may_hold_secret`): most spans hold none, and then nothing is
+rewritten.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tracing.conventions import (
@@ -40,13 +41,39 @@ def drop_content(attributes: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attributes.items() if not is_content_attribute(k)}
 
 
-def strings_of(attributes: Mapping[str, Any]) -> Iterator[str]:
-    """Every string in the values of `attributes`, including inside list values."""
-    for value in attributes.values():
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            yield from (item for item in value if isinstance(item, str))
+_NOT_TEXT = frozenset({int, float, bool})
+
+
+def may_hold_secret(
+    attribute_maps: Iterable[Mapping[str, Any] | None], texts: Iterable[str | None]
+) -> bool:
+    """Cheap pre-check over the parts of one span: False means none of its strings (attribute
+    values, inside lists and mappings too, and free texts) holds a secret, so nothing needs
+    redacting."""
+    strings = [text for text in texts if text]
+    for attributes in attribute_maps:
+        if not attributes:
+            continue
+        if type(attributes) is not dict:  # OTel's BoundedAttributes iterates slowly
+            attributes = plain_attributes(attributes)
+        values = attributes.values()
+        # Plain strings (most values) at C speed, then the few lists and mappings.
+        strings.extend([value for value in values if type(value) is str])
+        for value in [v for v in values if type(v) is not str and type(v) not in _NOT_TEXT]:
+            _nested_strings(value, strings)
+    return may_contain_secret((strings,))
+
+
+def _nested_strings(value: Any, into: list[str]) -> None:
+    """The strings in `value`, inside lists and mappings too (what `redact_value` redacts)."""
+    if isinstance(value, str):
+        into.append(value)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _nested_strings(item, into)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _nested_strings(item, into)
 
 
 def redact_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,9 +100,7 @@ def scrub_parts(
     maps = [plain_attributes(attributes) for attributes in attribute_maps]
     if not capture_content:
         maps = [drop_content(attributes) for attributes in maps]
-    strings: list[Iterable[str]] = [[text for text in texts if text]]
-    strings.extend(strings_of(attributes) for attributes in maps)
-    if not may_contain_secret(strings):
+    if not may_hold_secret(maps, texts):
         return maps, list(texts)
     return (
         [redact_attributes(attributes) for attributes in maps],

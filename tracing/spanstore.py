@@ -18,7 +18,6 @@ Resource attributes are the same for every span of a process, so they are stored
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -26,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from opentelemetry.trace import SpanContext, SpanKind, Status
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from tracing.conventions import (
     EMBEDDING_MODEL_NAME,
@@ -43,6 +42,7 @@ from tracing.conventions import (
     LLM_TOKEN_COUNT_PROMPT,
     OPENINFERENCE_SPAN_KIND,
 )
+from tracing.messages import to_json
 from tracing.scrub import plain_attributes
 
 SCHEMA_VERSION_KEY = "spans_schema_version"
@@ -91,6 +91,8 @@ _COLUMNS = (
     "span_kind, model, input_tokens, output_tokens, cost_usd, verdict"
 )
 _INSERT = f"INSERT INTO spans ({_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+# Spans per write transaction: ~256 spans hold the write lock for a few ms (see write).
+TRANSACTION_SPANS = 256
 _RUN_ID_AT, _CASE_ID_AT = 14, 15  # positions of run_id and case_id in a row
 
 
@@ -214,8 +216,7 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return row is not None
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
-_dumps = _ENCODER.encode
+_dumps = to_json  # compact, non-ASCII kept, anything unserialisable as its `str`
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -230,6 +231,29 @@ def _float_or_none(value: Any) -> float | None:
 
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+# Enum `.name` is a slow property; these are looked up for every span stored.
+_NAMES: dict[Any, str] = {
+    **{kind: kind.name for kind in SpanKind},
+    **{code: code.name for code in StatusCode},
+}
+
+
+def _event(event: SpanEvent) -> dict[str, Any]:
+    return {
+        "name": event.name,
+        "timestamp_ns": event.timestamp,
+        "attributes": plain_attributes(event.attributes),
+    }
+
+
+def _link(link: SpanLink) -> dict[str, Any]:
+    return {
+        "trace_id": f"{link.context.trace_id:032x}",
+        "span_id": f"{link.context.span_id:016x}",
+        "attributes": plain_attributes(link.attributes),
+    }
 
 
 class SpanStore:
@@ -253,10 +277,15 @@ class SpanStore:
         self._closed = False
 
     def write(self, spans: Sequence[FinishedSpan]) -> int:
-        """Store `spans` in one transaction; returns how many were written."""
+        """Store `spans`, in transactions of at most `TRANSACTION_SPANS`; returns how many were
+        written. Short transactions keep the file's write lock free for the run's own result
+        commits (the same file, possibly from another process), which wait while it is held."""
         rows = [self._row(span) for span in spans if span.context is not None]
-        if not rows:
-            return 0
+        for start in range(0, len(rows), TRANSACTION_SPANS):
+            self._write_rows(rows[start : start + TRANSACTION_SPANS])
+        return len(rows)
+
+    def _write_rows(self, rows: list[list[Any]]) -> None:
         with self._lock:
             if self._closed:
                 raise SpanStoreError(f"span store {self.path} is closed")
@@ -283,7 +312,6 @@ class SpanStore:
                 self._resource_ids.clear()
                 self._resource_by_object.clear()
                 raise
-        return len(rows)
 
     def close(self) -> None:
         """Close the connection; later writes raise `SpanStoreError`."""
@@ -299,44 +327,30 @@ class SpanStore:
         parent = span.parent
         start = span.start_time or 0
         scope = span.instrumentation_scope
-        events = [
-            {
-                "name": e.name,
-                "timestamp_ns": e.timestamp,
-                "attributes": plain_attributes(e.attributes),
-            }
-            for e in span.events
-        ]
-        links = [
-            {
-                "trace_id": format(link.context.trace_id, "032x"),
-                "span_id": format(link.context.span_id, "016x"),
-                "attributes": plain_attributes(link.attributes),
-            }
-            for link in span.links
-        ]
+        status = span.status
+        events = span.events
+        links = span.links
         get = attributes.get
+        model = get(GEN_AI_REQUEST_MODEL) or get(LLM_MODEL_NAME) or get(EMBEDDING_MODEL_NAME)
         return [
-            format(context.trace_id, "032x"),
-            format(context.span_id, "016x"),
-            format(parent.span_id, "016x") if parent is not None else None,
+            f"{context.trace_id:032x}",
+            f"{context.span_id:016x}",
+            f"{parent.span_id:016x}" if parent is not None else None,
             span.name,
-            span.kind.name,
+            _NAMES.get(span.kind) or span.kind.name,
             start,
             span.end_time or start,
-            span.status.status_code.name,
-            span.status.description,
+            _NAMES.get(status.status_code) or status.status_code.name,
+            status.description,
             _dumps(attributes),
-            _dumps(events) if events else "[]",
-            _dumps(links) if links else "[]",
+            _dumps([_event(e) for e in events]) if events else "[]",
+            _dumps([_link(link) for link in links]) if links else "[]",
             span.resource,  # replaced by its id under the lock
             scope.name if scope is not None else None,
             _str_or_none(get(EVALS_RUN_ID)),
             _str_or_none(get(EVALS_CASE_ID)),
             _str_or_none(get(OPENINFERENCE_SPAN_KIND)),
-            _str_or_none(
-                get(GEN_AI_REQUEST_MODEL) or get(LLM_MODEL_NAME) or get(EMBEDDING_MODEL_NAME)
-            ),
+            None if model is None else str(model),
             _int_or_none(get(GEN_AI_USAGE_INPUT_TOKENS, get(LLM_TOKEN_COUNT_PROMPT))),
             _int_or_none(get(GEN_AI_USAGE_OUTPUT_TOKENS, get(LLM_TOKEN_COUNT_COMPLETION))),
             _float_or_none(get(EVALS_COST_USD, get(LLM_COST_TOTAL))),

@@ -113,6 +113,11 @@ class Scorer(ABC):
         value = min(1.0, max(0.0, float(value)))
         return Score(value=value, passed=value >= self.threshold, reason=reason)
 
+    def waits(self) -> bool:
+        """True when scoring may wait on something (a model, a thread, user code); a rule
+        scorer (only `evaluate`) never does, so the runner need not make it a task."""
+        return type(self).score is not Scorer.score
+
     def config(self) -> dict[str, Any]:
         """The exact configuration this scorer was built from (stored with the run)."""
         return self.options.model_dump(exclude_none=True)
@@ -138,6 +143,9 @@ class NegatedScorer(Scorer):
 
     def artifacts(self) -> dict[str, list[dict[str, Any]]]:
         return self.inner.artifacts()
+
+    def waits(self) -> bool:
+        return self.inner.waits()
 
     async def score(self, ctx: ScoreContext) -> Score:
         inner = await self.inner.score(ctx)

@@ -79,10 +79,14 @@ def run_metrics(
 ) -> list[ModelMetrics]:
     """Per model × scorer figures: from `summary` when it is current, else from SQL."""
     if summary and isinstance(summary.get("models"), dict):
+        # A resume replaces errored results in place, so the count alone cannot tell a
+        # summary written before the resume from a current one.
         stored = conn.execute(
-            "SELECT count(*) FROM results WHERE run_id = ?", (run_id,)
-        ).fetchone()[0]
-        if stored == summary.get("results"):
+            "SELECT count(*), count(CASE WHEN status = 'error' THEN 1 END) FROM results "
+            "WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if tuple(stored) == (summary.get("results"), summary.get("errors")):
             return [
                 _from_summary(model, block) for model, block in sorted(summary["models"].items())
             ]

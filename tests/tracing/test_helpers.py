@@ -7,7 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from tracing_testkit import Memory
 
@@ -415,3 +419,54 @@ def test_attribute_values_are_made_legal(memory: Memory) -> None:
     assert got["mixed"] == '[1,"a"]'
     assert got["ok"] == (1, 2)
     assert "none" not in got
+
+
+def test_without_a_recording_tracer_helpers_build_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[Any] = []
+    monkeypatch.setattr(
+        tracing.helpers, "input_message_attributes", lambda m: built.append(m) or {}
+    )
+    with tracing.use_tracer(trace.NoOpTracer()):
+        with tracing.llm_span(None, "openai/gpt-4o-mini", messages=MESSAGES) as llm:
+            llm.set_response("Paris", "stop", input_tokens=3, output_tokens=1)
+            assert not llm.span.is_recording()
+            assert trace.get_current_span() is trace.INVALID_SPAN
+        with pytest.raises(ValueError), tracing.step_span(None, "boom"):
+            raise ValueError("propagates")
+    assert built == []
+
+
+def test_a_sampled_out_span_is_current_so_its_children_share_its_trace() -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    with tracing.step_span(tracer, "root") as root:
+        assert not root.span.is_recording()
+        root.set_output("ignored")
+        assert trace.get_current_span() is root.span
+        with tracing.llm_span(tracer, "m", messages=MESSAGES) as llm:
+            assert llm.span.get_span_context().trace_id == root.span.get_span_context().trace_id
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    assert memory.get_finished_spans() == ()
+
+
+def test_setters_apply_when_the_span_ends_and_a_plain_handle_writes_through(
+    memory: Memory,
+) -> None:
+    with tracing.step_span(memory.tracer, "s", **{c.EVALS_CASE_ID: "c1"}) as step:
+        step.set_output("later")
+        assert "output.value" not in (step.span.attributes or {})  # type: ignore[attr-defined]
+    assert attrs(memory.exporter.get_finished_spans()[0])["output.value"] == "later"
+    with memory.tracer.start_as_current_span("plain") as span:
+        tracing.LLMSpan(span).set_response("now", "stop")
+        assert dict(span.attributes)["output.value"] == "now"  # type: ignore[attr-defined]
+        assert dict(span.attributes)["gen_ai.response.finish_reasons"] == ("stop",)  # type: ignore[attr-defined]
+
+
+def test_an_error_after_set_error_keeps_the_exception_type(memory: Memory) -> None:
+    with pytest.raises(KeyError), tracing.tool_span(memory.tracer, "t") as tool:
+        tool.set_error("tool said no", "ToolError")
+        raise KeyError("then crashed")
+    got = attrs(memory.exporter.get_finished_spans()[0])
+    assert got["error.type"] == "KeyError"

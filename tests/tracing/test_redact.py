@@ -124,3 +124,9 @@ def test_scrub_attributes_drops_content_and_redacts() -> None:
         "tags": (REDACTED, "ok"),
     }
     assert scrub_attributes(attributes)["input.value"] == "hello"
+
+
+def test_secrets_nested_in_mapping_values_are_found() -> None:
+    shaped = "sk-proj-abcdefghijklmnopqrstuvwx"
+    scrubbed = scrub_attributes({"outer": {"inner": [f"key {shaped}"]}, "n": 1})
+    assert scrubbed == {"outer": {"inner": ["key [REDACTED]"]}, "n": 1}

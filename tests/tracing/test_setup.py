@@ -7,16 +7,18 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import StatusCode, Tracer
 from tracing_testkit import Receiver
 
 import tracing
 from tracing import conventions as c
+from tracing.setup import add_legal_attributes
 from tracing.traces import get_trace, list_traces
 
 
@@ -259,3 +261,74 @@ def test_spans_from_many_threads_are_all_counted(tmp_path: Path) -> None:
         thread.join()
     handle.shutdown()
     assert handle.exported_spans == span_count(store) == 2_000
+
+
+def test_legal_attributes_are_stored_as_set_attributes_stores_them() -> None:
+    tracer = TracerProvider().get_tracer("t")
+    values: dict[str, Any] = {"s": "x", "i": 1, "f": 0.5, "b": True, "l": ["a", "b"], "again": 2}
+    fast = tracer.start_span("fast", attributes={"again": 1, "first": "y"})
+    slow = tracer.start_span("slow", attributes={"again": 1, "first": "y"})
+    add_legal_attributes(fast, values)
+    slow.set_attributes(values)
+    assert list((fast.attributes or {}).items()) == list((slow.attributes or {}).items())
+    assert dict(fast.attributes or {})["l"] == ("a", "b")
+    fast.end()
+    add_legal_attributes(fast, {"late": 1})  # an ended span takes nothing more
+    assert "late" not in (fast.attributes or {})
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [SpanLimits(max_span_attributes=3), SpanLimits(max_span_attribute_length=4)],
+    ids=["count", "length"],
+)
+def test_legal_attributes_respect_span_limits(limits: SpanLimits) -> None:
+    tracer = TracerProvider(span_limits=limits).get_tracer("t")
+    values = {"a": "long value", "b": "x", "c": 3, "d": ["four", "fives"]}
+    fast, slow = tracer.start_span("fast"), tracer.start_span("slow")
+    add_legal_attributes(fast, values)
+    slow.set_attributes(values)
+    assert dict(fast.attributes or {}) == dict(slow.attributes or {})
+    assert fast.dropped_attributes == slow.dropped_attributes  # type: ignore[attr-defined]
+
+
+def finished_span(name: str, **attributes: Any) -> ReadableSpan:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with tracing.step_span(provider.get_tracer("t"), name, **attributes) as step:
+        step.set_output("the answer")
+    (span,) = memory.get_finished_spans()
+    return span
+
+
+def test_a_clean_span_leaves_as_it_is_and_a_dirty_one_as_a_copy() -> None:
+    scrubber = tracing.ScrubbingExporter(InMemorySpanExporter())
+    clean = finished_span("clean", note="nothing to hide")
+    assert scrubber.scrub(clean) is clean
+    dirty = finished_span("dirty", note="key sk-proj-abcdefghijklmnopqrstuvwx")
+    scrubbed = scrubber.scrub(dirty)
+    assert scrubbed is not dirty
+    assert dict(scrubbed.attributes or {})["note"] == "key [REDACTED]"
+    no_content = tracing.ScrubbingExporter(InMemorySpanExporter(), capture_content=False)
+    assert "output.value" not in (no_content.scrub(clean).attributes or {})
+
+
+def test_queued_spans_keep_every_field_and_drop_counts() -> None:
+    memory = InMemorySpanExporter()
+    handle = tracing.setup(exporters=[memory], max_span_attributes=2, schedule_delay_ms=1)
+    tracer = handle.tracer()
+    with tracer.start_as_current_span("plain", attributes={"a": 1}) as plain:
+        plain.set_status(StatusCode.OK)
+    with tracer.start_as_current_span("full", attributes={"a": 1, "b": 2, "c": 3}):
+        pass
+    with tracer.start_as_current_span("event") as evented:
+        evented.add_event("retry", {"attempt": 1})
+    handle.shutdown()
+    spans = {span.name: span for span in memory.get_finished_spans()}
+    assert dict(spans["plain"].attributes or {}) == {"a": 1}
+    assert spans["plain"].status.status_code is StatusCode.OK
+    assert spans["plain"].instrumentation_scope.name == "evals-harness"  # type: ignore[union-attr]
+    assert spans["plain"].end_time and spans["plain"].start_time
+    assert spans["full"].dropped_attributes == 1
+    assert [event.name for event in spans["event"].events] == ["retry"]
