@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -117,14 +118,14 @@ def _skip_litellm_pricing(litellm: Any) -> None:
     _INTERNAL_CALL = is_internal_call
 
 
-def _lean(litellm: Any, call: Awaitable[Any]) -> asyncio.Future[Any]:
-    """`call` as a task that runs litellm's request set-up inline and, when allowed, without
-    litellm's pricing and logging: the task copies the context variables as they are now; they
-    are reset at once, so nothing else in this task sees them."""
-    _inline_setup_executor(asyncio.get_running_loop())
-    tokens: list[tuple[contextvars.ContextVar[bool], contextvars.Token[bool]]] = [
-        (_INLINE_SETUP, _INLINE_SETUP.set(True))
-    ]
+def _lean(litellm: Any, call: Awaitable[Any], *, inline: bool) -> asyncio.Future[Any]:
+    """`call` as a task that runs litellm's request set-up inline (`inline`) and, when allowed,
+    without litellm's pricing and logging: the task copies the context variables as they are
+    now; they are reset at once, so nothing else in this task sees them."""
+    tokens: list[tuple[contextvars.ContextVar[bool], contextvars.Token[bool]]] = []
+    if inline:
+        _inline_setup_executor(asyncio.get_running_loop())
+        tokens.append((_INLINE_SETUP, _INLINE_SETUP.set(True)))
     if _lean_allowed(litellm):
         assert _INTERNAL_CALL is not None
         tokens += [(_LEAN_CALL, _LEAN_CALL.set(True)), (_INTERNAL_CALL, _INTERNAL_CALL.set(True))]
@@ -163,6 +164,8 @@ class _InlineSetupExecutor(concurrent.futures.ThreadPoolExecutor):
         return future
 
 
+# Set once any call has come back (answered or failed): litellm's one-time imports are done.
+_FIRST_CALL_BACK = threading.Event()
 _INLINE_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
@@ -589,20 +592,26 @@ class ModelClient:
                 await self._tpm.acquire(min(model.tpm or 1, _estimate_tokens(request)))
             started = time.perf_counter()
             self.calls += 1
-            raw = await _lean(
-                litellm,
-                asyncio.wait_for(
-                    litellm.acompletion(
-                        model=model.id,
-                        messages=request.messages,
-                        timeout=model.timeout_s,
-                        num_retries=0,
-                        max_retries=0,
-                        **kwargs,
+            # Until a first call has come back, litellm's set-up stays in its threads: a first
+            # call imports more of litellm, which inline would stall every call in flight.
+            try:
+                raw = await _lean(
+                    litellm,
+                    asyncio.wait_for(
+                        litellm.acompletion(
+                            model=model.id,
+                            messages=request.messages,
+                            timeout=model.timeout_s,
+                            num_retries=0,
+                            max_retries=0,
+                            **kwargs,
+                        ),
+                        timeout=model.timeout_s + 5.0,
                     ),
-                    timeout=model.timeout_s + 5.0,
-                ),
-            )
+                    inline=_FIRST_CALL_BACK.is_set(),
+                )
+            finally:
+                _FIRST_CALL_BACK.set()
             latency_ms = (time.perf_counter() - started) * 1e3
         return self._parse(raw, latency_ms)
 
