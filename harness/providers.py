@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import json
 import math
 import os
@@ -671,42 +672,46 @@ def remember_checked_models(models: list[ModelConfig], checks_dir: Path) -> None
         _AcceptedModels(checks_dir).add(remote)
 
 
+@functools.cache
+def _litellm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("litellm")
+    except PackageNotFoundError:
+        return ""
+
+
 class _AcceptedModels:
     """Model strings litellm accepted, per litellm version: `<store dir>/litellm-models.json`."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "litellm-models.json"
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            self.version = version("litellm")
-        except PackageNotFoundError:
-            self.version = ""
+        self.version = _litellm_version()
+        self.known = self._read()
 
     @staticmethod
     def _key(model: ModelConfig) -> str:
         return f"{model.id} {model.api_base or ''}"
 
-    def _read(self) -> dict[str, Any]:
+    def _read(self) -> set[str]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return {}
+            return set()
         if not isinstance(data, dict) or data.get("litellm") != self.version:
-            return {}
+            return set()
         models = data.get("models")
-        return models if isinstance(models, dict) else {}
+        return {str(m) for m in models} if isinstance(models, list) else set()
 
     def has(self, model: ModelConfig) -> bool:
-        return bool(self.version) and self._key(model) in self._read()
+        return bool(self.version) and self._key(model) in self.known
 
     def add(self, models: list[ModelConfig]) -> None:
-        known = self._read()
-        new = {self._key(m): m.id.split("/", 1)[0] for m in models if self._key(m) not in known}
-        if not self.version or not new or not self.path.parent.is_dir():
+        merged = self.known | {self._key(m) for m in models}
+        if not self.version or merged == self.known or not self.path.parent.is_dir():
             return
-        merged = {**known, **new}
-        text = json.dumps({"litellm": self.version, "models": merged}, indent=1, sort_keys=True)
+        text = json.dumps({"litellm": self.version, "models": sorted(merged)}, indent=1)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(text, encoding="utf-8")

@@ -265,8 +265,7 @@ class Runner:
         )
         sources: dict[str, Any]
         if processes > 1 and self.worker_spec is not None and pending > 1:
-            sources = self._share_work(queues, processes)
-            self._start_children()
+            sources = self._start_children(queues, processes)
         else:
             sources = {label: workers_mod.LocalSource(q) for label, q in queues.items()}
         flusher = asyncio.create_task(self._flush_loop())
@@ -369,32 +368,22 @@ class Runner:
             self._record(result)
 
     # --- worker processes -----------------------------------------------------------------
-    def _share_work(
+    def _start_children(
         self, queues: dict[str, deque[tuple[Case, int]]], processes: int
     ) -> dict[str, Any]:
-        """Put the pending work in chunked queues that processes-1 children can share."""
+        """Share the pending work with processes-1 children through chunked queues; each child
+        takes chunks as soon as it is up (it imports litellm only at its first call, so one
+        started for a cached re-run costs ~1 s of CPU on the other core). This process keeps
+        its share of each model's concurrency."""
         assert self.worker_spec is not None
         self.worker_spec.processes = processes
-        context = workers_mod.spawn_context()
-        self._queues = workers_mod.fill_queues(
-            context, {k: list(v) for k, v in queues.items()}, processes
-        )
-        cases = {case.id: case for case in self.suite.cases}
-        return {
-            label: workers_mod.SharedSource(queue, cases) for label, queue in self._queues.items()
-        }
-
-    def _start_children(self) -> None:
-        """Start the children: each takes chunks from the shared queues as soon as it is up
-        (a child imports litellm only when it makes its first call, so starting one for a
-        cached re-run costs ~1 s of CPU on the other core); this process keeps its share of
-        each model's concurrency."""
-        assert self.worker_spec is not None
-        processes = self.worker_spec.processes
         for client in self.clients.values():
             if client is not None:
                 client.share(processes)
         context = workers_mod.spawn_context()
+        self._queues = workers_mod.fill_queues(
+            context, {k: list(v) for k, v in queues.items()}, processes
+        )
         for _ in range(processes - 1):
             child = context.Process(
                 target=workers_mod.child_main, args=(self.worker_spec, self._queues), daemon=True
@@ -402,6 +391,10 @@ class Runner:
             child.start()
             self._children.append(child)
         self._shared = True
+        cases = {case.id: case for case in self.suite.cases}
+        return {
+            label: workers_mod.SharedSource(queue, cases) for label, queue in self._queues.items()
+        }
 
     async def _join_children(self) -> None:
         if self._stopping.is_set():
