@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
 import functools
 import json
 import math
 import os
 import random
-import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -27,7 +23,7 @@ from tenacity import (
 )
 
 import tracing
-from harness import local_llm
+from harness import gcpolicy, litellm_lean, local_llm
 from harness.config import ModelConfig
 from harness.errors import ConfigError, ProviderCallError
 from harness.versions import content_hash
@@ -79,116 +75,10 @@ def litellm_module() -> Any:
             *[p for p in litellm.custom_provider_map if p.get("provider") != LOCAL_PROVIDER],
             {"provider": LOCAL_PROVIDER, "custom_handler": _local_handler(litellm)},
         ]
-        _skip_litellm_pricing(litellm)
+        litellm_lean.install(litellm)
+        gcpolicy.freeze()  # litellm's import made ~10^5 long-lived objects
         _LITELLM = litellm
     return _LITELLM
-
-
-# True while one of our calls is inside litellm and nobody else listens to litellm's logging.
-_LEAN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("evals_lean_call", default=False)
-_INTERNAL_CALL: contextvars.ContextVar[bool] | None = None
-
-
-def _skip_litellm_pricing(litellm: Any) -> None:
-    """Per call, litellm prices the response (a cost-map search, ~1 ms of CPU for a model the
-    map does not know) and queues a logging task; we price calls ourselves (`_cost`) and trace
-    them with `tracing`, so on our calls both are waste. litellm skips its logging and billing
-    for calls it marks internal (a context variable); its pricing we skip while `_LEAN_CALL` is
-    set. Both only when no litellm callback is registered, so a user's own litellm logging
-    (Langfuse, ...) still sees every call. Missing internals (another litellm) mean no trim."""
-    global _INTERNAL_CALL
-    try:
-        from litellm._internal_context import is_internal_call
-        from litellm.litellm_core_utils.litellm_logging import Logging
-    except ImportError:
-        return
-    original = getattr(Logging, "response_cost_calculator", None)
-    if original is None or getattr(original, "_evals_lean", False):
-        _INTERNAL_CALL = is_internal_call
-        return
-
-    def response_cost_calculator(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _LEAN_CALL.get():
-            return None
-        return original(self, *args, **kwargs)
-
-    response_cost_calculator._evals_lean = True  # type: ignore[attr-defined]
-    Logging.response_cost_calculator = response_cost_calculator  # type: ignore[method-assign]
-    if getattr(Logging, "_response_cost_calculator", None) is original:
-        Logging._response_cost_calculator = response_cost_calculator
-    _INTERNAL_CALL = is_internal_call
-
-
-def _lean(litellm: Any, call: Awaitable[Any], *, inline: bool) -> asyncio.Future[Any]:
-    """`call` as a task that runs litellm's request set-up inline (`inline`) and, when allowed,
-    without litellm's pricing and logging: the task copies the context variables as they are
-    now; they are reset at once, so nothing else in this task sees them."""
-    tokens: list[tuple[contextvars.ContextVar[bool], contextvars.Token[bool]]] = []
-    if inline:
-        _inline_setup_executor(asyncio.get_running_loop())
-        tokens.append((_INLINE_SETUP, _INLINE_SETUP.set(True)))
-    if _lean_allowed(litellm):
-        assert _INTERNAL_CALL is not None
-        tokens += [(_LEAN_CALL, _LEAN_CALL.set(True)), (_INTERNAL_CALL, _INTERNAL_CALL.set(True))]
-    try:
-        return asyncio.ensure_future(call)
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
-
-
-# litellm.acompletion builds every request in a thread of the loop's default executor
-# (`run_in_executor(None, completion)`): CPU-bound Python in a second thread, so each call
-# hands the GIL back and forth with the event loop, which then waits up to the interpreter's
-# switch interval (5 ms) for it. Measured at concurrency 50: both processes of a run sat at
-# ~50% CPU, latency-bound on GIL hand-offs. The set-up makes no network call (the request is
-# sent by the coroutine it returns), so for our calls it runs inline on the loop instead.
-_INLINE_SETUP: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "evals_inline_setup", default=False
-)
-
-
-class _InlineSetupExecutor(concurrent.futures.ThreadPoolExecutor):
-    """The loop's default executor: a thread pool, except for litellm's request set-up on our
-    calls (the first work a call marked by `_INLINE_SETUP` submits), which runs at once in the
-    calling thread. Anything later in the call (e.g. a DNS lookup) goes to the threads."""
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        if not _INLINE_SETUP.get():
-            return super().submit(fn, *args, **kwargs)
-        _INLINE_SETUP.set(False)  # in the calling task's context: only its first submission
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
-
-
-# Set once any call has come back (answered or failed): litellm's one-time imports are done.
-_FIRST_CALL_BACK = threading.Event()
-_INLINE_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-
-
-def _inline_setup_executor(loop: asyncio.AbstractEventLoop) -> None:
-    if loop not in _INLINE_LOOPS:
-        loop.set_default_executor(_InlineSetupExecutor(thread_name_prefix="evals"))
-        _INLINE_LOOPS.add(loop)
-
-
-def _lean_allowed(litellm: Any) -> bool:
-    """No litellm callback registered: nobody reads litellm's per-call logging or pricing."""
-    return _INTERNAL_CALL is not None and not any(
-        getattr(litellm, name, None)
-        for name in (
-            "callbacks",
-            "success_callback",
-            "failure_callback",
-            "_async_success_callback",
-            "_async_failure_callback",
-            "input_callback",
-        )
-    )
 
 
 def _local_handler(litellm: Any) -> Any:
@@ -593,26 +483,18 @@ class ModelClient:
                 await self._tpm.acquire(min(model.tpm or 1, _estimate_tokens(request)))
             started = time.perf_counter()
             self.calls += 1
-            # Until a first call has come back, litellm's set-up stays in its threads: a first
-            # call imports more of litellm, which inline would stall every call in flight.
-            try:
-                raw = await _lean(
-                    litellm,
-                    asyncio.wait_for(
-                        litellm.acompletion(
-                            model=model.id,
-                            messages=request.messages,
-                            timeout=model.timeout_s,
-                            num_retries=0,
-                            max_retries=0,
-                            **kwargs,
-                        ),
-                        timeout=model.timeout_s + 5.0,
-                    ),
-                    inline=_FIRST_CALL_BACK.is_set(),
-                )
-            finally:
-                _FIRST_CALL_BACK.set()
+            raw = await litellm_lean.call(
+                litellm,
+                lambda: litellm.acompletion(
+                    model=model.id,
+                    messages=request.messages,
+                    timeout=model.timeout_s,
+                    num_retries=0,
+                    max_retries=0,
+                    **kwargs,
+                ),
+                timeout_s=model.timeout_s + 5.0,
+            )
             latency_ms = (time.perf_counter() - started) * 1e3
         return self._parse(raw, latency_ms)
 

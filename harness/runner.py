@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import tracing
-from harness import lineage
+from harness import gcpolicy, lineage
 from harness import workers as workers_mod
 from harness.artifacts import prompt_resolver
 from harness.cases import Case
+from harness.committer import Committer
 from harness.config import ModelConfig
 from harness.errors import ConfigError, RunAborted
 from harness.providers import (
@@ -195,7 +196,7 @@ class Runner:
         self._abort_reason: str | None = None
         self._session_start = 0.0  # results created from then on are this session's
         self._prior = (0, 0)  # a resumed run's pass and fail results, which it keeps
-        self._commit: asyncio.Future[None] | None = None
+        self._committer: Committer | None = None
         self.progress = Progress(total=0)
 
     def request_stop(self) -> None:
@@ -274,8 +275,10 @@ class Runner:
             await self._wait_workers(self._start_workers(models, sources))
         finally:
             flusher.cancel()
-            self.store.flush()
-            await self._join_children()
+            try:
+                await self._last_commit()
+            finally:
+                await self._join_children()
         remaining = sum(source.remaining() for source in sources.values())
         new = self.store.result_counts(self.run_id, since=self._session_start)
         settled = len(done_keys) + sum(new.get(kind, 0) for kind in ("pass", "fail", "error"))
@@ -320,6 +323,12 @@ class Runner:
                 pending.discard(stop)
                 for task in done:
                     if task is not stop and task.exception() is not None:
+                        # A worker failed (e.g. the store could not commit): the others stop
+                        # too, and so do the worker processes (`_join_children`).
+                        self._stopping.set()
+                        for other in pending:
+                            other.cancel()
+                        await asyncio.gather(*pending, return_exceptions=True)
                         raise task.exception()  # type: ignore[misc]
                 if stop in done:
                     break
@@ -335,7 +344,7 @@ class Runner:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            self.store.flush()
+            self._commits().kick()
             if self._shared and self._children:
                 self._poll_progress()
                 if self._stopping.is_set():
@@ -443,30 +452,30 @@ class Runner:
             await self._wait_workers(self._start_workers(models, sources))
         finally:
             flusher.cancel()
-            self.store.flush()
+            await self._last_commit()
             for queue in queues.values():
                 queue.cancel_join_thread()
 
     async def _save(self, result: ResultRow) -> None:
         """Commit a result before its worker takes more work, so a kill -9 loses only calls in
-        flight, never finished ones (a resume would pay for them again). Results finishing in
-        the same loop iteration share one transaction."""
-        self.store.add_result(result)
-        if self._commit is None:
-            loop = asyncio.get_running_loop()
-            self._commit = loop.create_future()
-            loop.call_soon(self._commit_pending)
-        await asyncio.shield(self._commit)
+        flight, never finished ones (a resume would pay for them again). Commits run in a
+        thread of their own (`harness.committer`); results finishing meanwhile share the next."""
+        await self._commits().save(result)
 
-    def _commit_pending(self) -> None:
-        commit, self._commit = self._commit, None
-        assert commit is not None
-        try:
-            self.store.flush()
-        except Exception as exc:
-            commit.set_exception(exc)
-        else:
-            commit.set_result(None)
+    def _commits(self) -> Committer:
+        if self._committer is None:
+            self._committer = Committer(self.store, self.store.path)
+        return self._committer
+
+    async def _last_commit(self) -> None:
+        """Every result saved, then whatever else is buffered written; the commit thread ends."""
+        if self._committer is not None:
+            try:
+                await self._committer.drain()
+            finally:
+                self._committer.close()
+                self._committer = None
+        self.store.flush()
 
     def _record(self, result: ResultRow) -> None:
         if self._shared:  # counts come from the store (every process writes there)
@@ -708,7 +717,8 @@ def run_worker_process(suite: Suite, spec: workers_mod.WorkerSpec, queues: dict[
             await runner.run_shared(queues)
 
     try:
-        asyncio.run(main())
+        with gcpolicy.for_run():
+            asyncio.run(main())
     finally:
         if handle is not None:
             handle.shutdown()
@@ -793,7 +803,8 @@ def execute(
 
         refused = False
         try:
-            outcome = asyncio.run(main())
+            with gcpolicy.for_run():
+                outcome = asyncio.run(main())
         except ConfigError:
             refused = True  # e.g. a resume whose inputs changed: nothing ran, nothing to record
             raise

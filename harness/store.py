@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import StoreError
-from tracing.redact import redact_value, refresh_secrets
+from tracing.redact import needs_redaction, redact_value, refresh_secrets
 
 STORE_DIRNAME = ".evals"
 STORE_FILENAME = "evals.db"
+LOCK_TIMEOUT_S = 30.0  # how long a write waits for another writer
+_ROWS_PER_INSERT = 256  # x 19 columns stays under SQLite's 32,766 bound parameters
 
 # Append-only: a migration is never edited once released; the index + 1 is the schema version.
 MIGRATIONS: list[str] = [
@@ -294,6 +296,18 @@ def _redacted(result: ResultRow) -> ResultRow:
     )
 
 
+def _texts(results: list[ResultRow]) -> Iterator[Any]:
+    """Every value of `results` that `_redacted` redacts."""
+    for r in results:
+        yield r.output
+        yield r.error
+        yield r.case_data
+        yield r.detail
+        for s in r.scores:
+            yield s.reason
+            yield s.detail
+
+
 def default_store_path(cwd: Path | None = None) -> Path:
     """`$EVALS_HOME/evals.db`, else `.evals/evals.db` in the working directory."""
     home = os.environ.get("EVALS_HOME")
@@ -301,8 +315,12 @@ def default_store_path(cwd: Path | None = None) -> Path:
     return base / STORE_FILENAME
 
 
+# `json.dumps(value, ensure_ascii=False, default=str)`, without building an encoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+    return None if value is None else _encode(value)
 
 
 def _loads(value: str | None) -> Any:
@@ -323,6 +341,16 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
 
 
+# The stored (case, model, epoch) items of a run among up to `_CASES_PER_QUERY` case ids (the
+# rest NULL, which matches nothing), by the results table's primary key.
+_CASES_PER_QUERY = 64
+_STORED_CASES = (
+    "SELECT case_id, model, epoch FROM results WHERE run_id = ? AND case_id IN ("
+    + ",".join("?" * _CASES_PER_QUERY)
+    + ")"
+)
+
+
 class Store:
     """One SQLite file. Open with `Store.open(path)`; creating it is explicit (`create=True`)."""
 
@@ -331,6 +359,8 @@ class Store:
         self.path = path
         self._pending_results: list[ResultRow] = []
         self._pending_cache: dict[str, tuple[str, str, str, float]] = {}
+        # Entries handed to a writer thread (`take_pending`) and not yet committed.
+        self._writing_cache: dict[str, tuple[str, str, str, float]] = {}
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> Store:
@@ -342,7 +372,7 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = sqlite3.connect(
-                path, timeout=30.0, isolation_level=None, check_same_thread=False
+                path, timeout=LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             _enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -491,20 +521,44 @@ class Store:
         self._pending_results.append(result)
 
     def flush(self) -> int:
-        """Write buffered results and cache entries atomically. Returns results written.
-
-        No secret reaches the store: results and scores are written with API-key patterns and
-        the values of secret-named environment variables redacted (`tracing.redact`), dataset
-        content included."""
+        """Write buffered results and cache entries atomically. Returns results written."""
         results, cache = self._pending_results, self._pending_cache
         if not results and not cache:
             return 0
         self._pending_results, self._pending_cache = [], {}
-        results = [_redacted(r) for r in results]
+        return self.write(results, cache)
+
+    def take_pending(self) -> tuple[list[ResultRow], dict[str, tuple[str, str, str, float]]]:
+        """Hand the buffered results and cache entries over to be written by `write` (on
+        another connection, in another thread); `cache_get` still sees the entries until
+        `written` says they are committed."""
+        results, cache = self._pending_results, self._pending_cache
+        self._pending_results, self._pending_cache = [], {}
+        self._writing_cache.update(cache)
+        return results, cache
+
+    def written(self, cache: dict[str, tuple[str, str, str, float]]) -> None:
+        for key in cache:
+            self._writing_cache.pop(key, None)
+
+    def has_pending(self) -> bool:
+        return bool(self._pending_results or self._pending_cache)
+
+    def write(self, results: list[ResultRow], cache: dict[str, tuple[str, str, str, float]]) -> int:
+        """Write results and cache entries in one transaction. Returns results written.
+
+        No secret reaches the store: results and scores are written with API-key patterns and
+        the values of secret-named environment variables redacted (`tracing.redact`), dataset
+        content included."""
+        if not results and not cache:
+            return 0
+        if needs_redaction(_texts(results)):  # one scan of the batch: usually none
+            results = [_redacted(r) for r in results]
         with self.transaction():
             self._supersede([(r.run_id, r.case_id, r.model, r.epoch) for r in results])
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            self._insert(
+                "results",
+                19,
                 [
                     (
                         r.run_id,
@@ -530,8 +584,9 @@ class Store:
                     for r in results
                 ],
             )
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?,?)",
+            self._insert(
+                "scores",
+                9,
                 [
                     (
                         r.run_id,
@@ -549,14 +604,29 @@ class Store:
                 ],
             )
             if cache:
-                self.conn.executemany(
-                    "INSERT OR REPLACE INTO response_cache VALUES (?,?,?,?)", list(cache.values())
-                )
+                self._insert("response_cache", 4, list(cache.values()))
         return len(results)
+
+    def _insert(self, table: str, width: int, rows: list[tuple[Any, ...]]) -> None:
+        """INSERT OR REPLACE rows, many per statement: one SQLite step per statement, so the
+        writing thread hands the GIL back and forth once, not once per row (a thread waiting
+        to get it back waits up to the interpreter's switch interval behind the event loop)."""
+        one = "(" + ",".join("?" * width) + ")"
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            values = ",".join([one] * len(chunk))
+            self.conn.execute(
+                f"INSERT OR REPLACE INTO {table} VALUES {values}",
+                [value for row in chunk for value in row],
+            )
 
     def _supersede(self, keys: list[tuple[str, str, str, int]]) -> None:
         """Move the stored results (and scores) of these items to the superseded tables, so
         the results about to be written are the only current ones. Nothing is deleted."""
+        stored = self._stored_keys(keys)
+        keys = [key for key in keys if key in stored]  # usually none: a new result
+        if not keys:
+            return
         now = time.time()
         where = "WHERE run_id = ? AND case_id = ? AND model = ? AND epoch = ?"
         self.conn.executemany(
@@ -570,6 +640,25 @@ class Store:
         # A retry may have other scorers' rows than the attempt it replaces (none after a
         # provider error): the old ones were copied above and must not stay current.
         self.conn.executemany(f"DELETE FROM scores {where}", keys)
+
+    def _stored_keys(self, keys: list[tuple[str, str, str, int]]) -> set[tuple[str, str, str, int]]:
+        """Those of `keys` that have a result stored (scores are only ever stored with their
+        result): one query per run and `_CASES_PER_QUERY` case ids, not three per key."""
+        wanted = set(keys)
+        case_ids: dict[str, dict[str, None]] = {}
+        for run_id, case_id, _, _ in keys:
+            case_ids.setdefault(run_id, {})[case_id] = None
+        stored: set[tuple[str, str, str, int]] = set()
+        for run_id, ids in case_ids.items():
+            listed = list(ids)
+            for start in range(0, len(listed), _CASES_PER_QUERY):
+                chunk = listed[start : start + _CASES_PER_QUERY]
+                padded = chunk + [None] * (_CASES_PER_QUERY - len(chunk))  # one statement
+                for case_id, model, epoch in self.conn.execute(_STORED_CASES, (run_id, *padded)):
+                    key = (run_id, case_id, model, epoch)
+                    if key in wanted:
+                        stored.add(key)
+        return stored
 
     def result_counts(self, run_id: str, *, since: float | None = None) -> dict[str, Any]:
         """Results of a run so far by status, plus cached count and cost (for progress);
@@ -637,7 +726,7 @@ class Store:
 
     # --- response cache -------------------------------------------------------------------
     def cache_get(self, key: str) -> dict[str, Any] | None:
-        pending = self._pending_cache.get(key)
+        pending = self._pending_cache.get(key) or self._writing_cache.get(key)
         if pending is not None:
             return dict(json.loads(pending[2]))
         row = self.conn.execute(
@@ -648,7 +737,7 @@ class Store:
     def cache_put(self, key: str, model: str, payload: dict[str, Any]) -> None:
         """Buffer a response for the cache; one that holds a secret is not cached (a cached
         answer replays verbatim, so it cannot be stored redacted)."""
-        if redact_value(payload) != payload:
+        if needs_redaction((payload,)) and redact_value(payload) != payload:
             return
         text = json.dumps(payload, ensure_ascii=False)
         self._pending_cache[key] = (key, model, text, time.time())

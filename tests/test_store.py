@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,83 @@ def test_flush_writes_results_and_cache_atomically(tmp_path: Path) -> None:
         assert store.completed_keys("r1") == {("a", "m", 0)}
         (row,) = store.results("r1")
         assert row.scores == [ScoreRow("equals", "pass", 1.0, "ok", None)]
+
+
+def stored_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the result tables, in write order (without the time of superseding)."""
+    tables = ("results", "scores", "superseded_results", "superseded_scores")
+    with contextlib.closing(connect_ro(path)) as reader:
+        rows = {t: reader.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+    for table in ("superseded_results", "superseded_scores"):
+        rows[table] = [row[:-1] for row in rows[table]]
+    return rows
+
+
+def test_batches_without_secrets_are_stored_as_redacted_ones_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch is scanned for secrets at once and written as it is when it holds none: what
+    # is stored must be exactly what redacting every value would have stored.
+    key = "sk-proj-" + "a1b2c3d4e5" * 3
+
+    def item(case_id: str, status: str = "pass") -> ResultRow:
+        return replace(result("r1", case_id, status), created_at=1.0)
+
+    def write(path: Path) -> None:
+        with Store.open(path) as store:
+            store.create_run("r1", "s", {})
+            clean = [item(f"c{i}") for i in range(3)]
+            clean[1].detail = {"messages": [{"role": "user", "content": "hi é"}], "calls": ({},)}
+            clean[2].scores = [ScoreRow("judge", "pass", 1.0, "fine", {"raw": ["a", 1, None]})]
+            for row in clean:
+                store.add_result(row)
+            store.flush()
+            dirty = item("c3")
+            dirty.case_data = {"fields": {"note": f"use {key}"}}
+            store.add_result(item("c4"))
+            store.add_result(dirty)
+            store.add_result(item("c0", "fail"))  # written again
+            store.flush()
+
+    write(tmp_path / "scanned.db")
+    monkeypatch.setattr(store_module, "needs_redaction", lambda values: True)
+    write(tmp_path / "redacted.db")
+    scanned = stored_rows(tmp_path / "scanned.db")
+    assert scanned == stored_rows(tmp_path / "redacted.db")
+    assert len(scanned["results"]) == 5 and key not in str(scanned)
+    assert '{"fields": {"note": "use [REDACTED]"}}' in str(scanned["results"])
+
+
+def test_writing_items_again_supersedes_exactly_the_stored_ones(tmp_path: Path) -> None:
+    path = tmp_path / "evals.db"
+    with Store.open(path) as store:
+        for run_id in ("r1", "r2"):
+            store.create_run(run_id, "s", {})
+        for i in range(3):
+            store.add_result(result("r1", f"c{i:03d}", "fail"))
+        store.add_result(result("r2", "c005", "fail"))
+        store.flush()
+        # One batch: more new case ids than one lookup takes, two stored items of r1, and
+        # items sharing a stored one's case id but not its run or its epoch.
+        for i in range(1, 80):
+            store.add_result(result("r1", f"c{i:03d}"))
+        store.add_result(result("r2", "c001"))
+        store.add_result(replace(result("r1", "c000"), epoch=1))
+        assert store.flush() == 81
+        assert {(r.case_id, r.epoch): r.status for r in store.results("r1")}[("c000", 0)] == "fail"
+    rows = stored_rows(path)
+    assert [row[:5] for row in rows["superseded_results"]] == [
+        ("r1", "c001", "m", 0, "fail"),
+        ("r1", "c002", "m", 0, "fail"),
+    ]
+    assert [row[:6] for row in rows["superseded_scores"]] == [
+        ("r1", "c001", "m", 0, "equals", "fail"),
+        ("r1", "c002", "m", 0, "equals", "fail"),
+    ]
+    current = {row[:4]: row[4] for row in rows["results"]}
+    assert len(current) == 83 and current[("r1", "c002", "m", 0)] == "pass"
+    assert current[("r2", "c005", "m", 0)] == "fail"
+    assert len(rows["scores"]) == 83
 
 
 def test_get_run_by_prefix_and_last(tmp_path: Path) -> None:

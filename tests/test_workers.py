@@ -81,3 +81,20 @@ def test_stop_with_two_processes_then_resume_sends_each_item_once(tmp_path: Path
         assert resumed.returncode == 0, err
         assert _counts(project.store)[:2] == (300, 300)
         assert server.stats.total - sent_before == 300 - done_before
+
+
+def test_a_store_that_fails_mid_run_ends_the_run_promptly(tmp_path: Path) -> None:
+    # A commit that fails (here: a table gone from under the run) must end the run with an
+    # error, stopping the worker process too, not leave the process stuck at exit.
+    with threaded_server(latency_ms=20) as server:
+        project = make_project(tmp_path, server.url, n=10_000, model={"concurrency": 4})
+        proc = spawn(project, project.run_args("--workers", "2", "--cache", "off"))
+        deadline = time.monotonic() + 120
+        while server.stats.total < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with sqlite3.connect(project.store, timeout=30) as db:
+            db.execute("ALTER TABLE scores RENAME TO scores_gone")
+        _, err = proc.communicate(timeout=90)
+        assert proc.returncode != 0
+        assert "scores" in err
+        assert server.stats.total < 10_000  # it stopped: the rest of the work was not sent

@@ -43,6 +43,7 @@ from tracing.handles import (
     record_error,
 )
 from tracing.messages import Message, input_message_attributes, last_user_text, to_json
+from tracing.setup import start_span
 
 TRACER_NAME = "tracing"
 
@@ -119,13 +120,7 @@ class _SpanScope(AbstractContextManager[H], Generic[H]):
         self._token: object | None = None
 
     def __enter__(self) -> H:
-        span = self._tracer.start_span(
-            self._name,
-            kind=self._kind,
-            attributes=self._attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+        span = start_span(self._tracer, self._name, self._kind, self._attributes)
         if span.get_span_context().is_valid:  # as `start_as_current_span`: not a no-op span
             self._token = otel_context.attach(trace.set_span_in_context(span))
         handle = self._handle = self._handle_type(span)

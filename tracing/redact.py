@@ -128,6 +128,44 @@ def may_contain_secret(texts: Iterable[Iterable[str]]) -> bool:
     return len(blob) >= MIN_SECRET_LENGTH and _REDACTOR.get().triggered(blob)
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def nested_strings(value: Any, into: list[str]) -> bool:
+    """Append the strings `redact_value` would redact in `value` to `into`. Returns False when
+    `value` holds a mapping that is not a dict (which `redact_value` would turn into one)."""
+    if isinstance(value, str):
+        into.append(value)
+        return True
+    items: Iterable[Any]
+    if isinstance(value, (list, tuple)):
+        plain, items = True, value
+    elif isinstance(value, Mapping):
+        plain, items = isinstance(value, dict), value.values()
+    else:
+        return True
+    # Plain strings (most items) at C speed, then the few containers.
+    into.extend([item for item in items if type(item) is str])
+    for item in items:
+        if type(item) is not str and type(item) not in _SCALARS:
+            plain = nested_strings(item, into) and plain
+    return plain
+
+
+def needs_redaction(values: Iterable[Any]) -> bool:
+    """Cheap pre-check over many values at once: False means none holds a secret and
+    `redact_value` would return each one equal and with the same kinds of containers, so it
+    can be skipped (one scan of all their strings, instead of one per string)."""
+    strings: list[str] = []
+    plain = True
+    for value in values:
+        if type(value) is str:
+            strings.append(value)
+        elif value is not None:
+            plain = nested_strings(value, strings) and plain
+    return not plain or may_contain_secret((strings,))
+
+
 def redact_value(value: Any) -> Any:
     """Redact strings inside `value`: a string, or lists, tuples and dicts of them, nested."""
     if isinstance(value, str):

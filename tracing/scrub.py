@@ -9,6 +9,7 @@ rewritten.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from tracing.conventions import (
@@ -17,7 +18,7 @@ from tracing.conventions import (
     RETRIEVAL_DOCUMENT_CONTENT_SUFFIX,
     RETRIEVAL_DOCUMENTS,
 )
-from tracing.redact import may_contain_secret, redact, redact_value
+from tracing.redact import may_contain_secret, nested_strings, redact, redact_value
 
 
 def is_content_attribute(key: str) -> bool:
@@ -54,26 +55,14 @@ def may_hold_secret(
     for attributes in attribute_maps:
         if not attributes:
             continue
-        if type(attributes) is not dict:  # OTel's BoundedAttributes iterates slowly
-            attributes = plain_attributes(attributes)
+        if type(attributes) is not dict and type(attributes) is not MappingProxyType:
+            attributes = plain_attributes(attributes)  # OTel's BoundedAttributes iterates slowly
         values = attributes.values()
         # Plain strings (most values) at C speed, then the few lists and mappings.
         strings.extend([value for value in values if type(value) is str])
         for value in [v for v in values if type(v) is not str and type(v) not in _NOT_TEXT]:
-            _nested_strings(value, strings)
+            nested_strings(value, strings)
     return may_contain_secret((strings,))
-
-
-def _nested_strings(value: Any, into: list[str]) -> None:
-    """The strings in `value`, inside lists and mappings too (what `redact_value` redacts)."""
-    if isinstance(value, str):
-        into.append(value)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _nested_strings(item, into)
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            _nested_strings(item, into)
 
 
 def redact_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:

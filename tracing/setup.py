@@ -9,9 +9,10 @@ removed when `capture_content=False`, before spans reach SQLite or the network.
 `setup()` does not install a global provider unless asked (`set_global=True`): tests and
 libraries can build as many independent pipelines as they like.
 
-Two shortcuts past SDK internals keep tracing cheap, each checked and with the public path as
+Shortcuts past SDK internals keep tracing cheap, each checked and with the public path as
 fallback: `add_legal_attributes` stores attributes the helpers already validated without the
-SDK validating them again, and queued spans are compacted (`_compact`) so the garbage
+SDK validating them again (`start_span` gives a new span its attributes that way when nothing
+looks at them as the span starts), and queued spans are compacted (`_compact`) so the garbage
 collector has fewer objects to traverse.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,11 +37,19 @@ from opentelemetry.sdk.trace import (
     ReadableSpan,
     SpanLimits,
     SpanProcessor,
+    SynchronousMultiSpanProcessor,
     TracerProvider,
 )
 from opentelemetry.sdk.trace import Span as SdkSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import Link, Status, Tracer
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler, TraceIdRatioBased
+from opentelemetry.trace import Link, SpanKind, Status, Tracer
 
 from tracing.conventions import OPENINFERENCE_PROJECT_NAME, SERVICE_NAME
 from tracing.redact import refresh_secrets
@@ -67,6 +77,9 @@ def _is_plain_sdk_span(span_type: type) -> bool:
     return plain
 
 
+_STR = frozenset({str})
+
+
 def add_legal_attributes(span: trace.Span, attributes: Mapping[str, Any]) -> None:
     """Add attributes already made OTel-legal (`tracing.handles.legal_attributes`: str keys,
     scalars and lists of one scalar type) to `span`, exactly as `span.set_attributes` would.
@@ -81,20 +94,106 @@ def add_legal_attributes(span: trace.Span, attributes: Mapping[str, Any]) -> Non
         if (
             type(bounded) is BoundedAttributes
             and bounded.max_value_len is None
-            and (bounded.maxlen is None or len(bounded) + len(attributes) <= bounded.maxlen)
-            and all(type(key) is str and key for key in attributes)
+            and (bounded.maxlen is None or len(bounded._dict) + len(attributes) <= bounded.maxlen)
+            and set(map(type, attributes)) <= _STR  # checked at C speed, as is the next
+            and "" not in attributes
         ):
-            # The SDK keeps sequences as tuples.
-            values = {k: tuple(v) if type(v) is list else v for k, v in attributes.items()}
+            values = attributes
+            if list in set(map(type, attributes.values())):  # the SDK keeps sequences as tuples
+                values = {k: tuple(v) if type(v) is list else v for k, v in attributes.items()}
             with sdk_span._lock:
                 if sdk_span._end_time is None:
                     with bounded._lock:
                         stored = bounded._dict
-                        for key in values.keys() & stored.keys():
-                            del stored[key]  # a key set again moves to the end, as in the SDK
+                        if stored:  # a key set again moves to the end, as in the SDK
+                            for key in values.keys() & stored.keys():
+                                del stored[key]
                         stored.update(values)
                     return
     span.set_attributes(attributes)
+
+
+def start_span(
+    tracer: Tracer, name: str, kind: SpanKind, attributes: Mapping[str, Any]
+) -> trace.Span:
+    """`tracer.start_span(name, kind=kind, attributes=attributes)`, not recording exceptions
+    (the caller does), for attributes already made legal (as `add_legal_attributes` takes).
+
+    When no one looks at a span's attributes as it starts (an SDK tracer whose sampler and
+    span processors are the SDK's own, or ours, which ignore them), the span starts without
+    them and gets them through `add_legal_attributes` at once: the same attributes, in the
+    same order, without the SDK validating each value again."""
+    if attributes and _attributes_unseen_at_start(tracer):
+        span = tracer.start_span(
+            name, kind=kind, record_exception=False, set_status_on_exception=False
+        )
+        add_legal_attributes(span, attributes)
+        return span
+    return tracer.start_span(
+        name,
+        kind=kind,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
+# SDK tracer -> (its span processors when checked, whether they and its sampler ignore a
+# starting span's attributes). Processors can be added to a provider later: checked again then.
+_UNSEEN_AT_START: weakref.WeakKeyDictionary[Any, tuple[object, bool]] = weakref.WeakKeyDictionary()
+# `on_start` implementations that do nothing with the span.
+_BLIND_ON_START = frozenset(
+    {
+        SpanProcessor.on_start,
+        SimpleSpanProcessor.on_start,
+        BatchSpanProcessor.on_start,
+    }
+)
+
+
+def _attributes_unseen_at_start(tracer: Tracer) -> bool:
+    if type(tracer) is not SdkTracer:
+        return False
+    processor: Any = tracer.span_processor
+    processors = getattr(processor, "_span_processors", None)
+    known = _UNSEEN_AT_START.get(tracer)
+    if known is not None and known[0] is processors:
+        return known[1]
+    unseen = (
+        type(processor) is SynchronousMultiSpanProcessor
+        and isinstance(processors, tuple)
+        and all(
+            type(each).on_start in _BLIND_ON_START
+            or type(each).on_start is CountingBatchSpanProcessor.on_start
+            for each in processors
+        )
+        and _sampler_ignores_attributes(tracer.sampler)
+    )
+    _UNSEEN_AT_START[tracer] = (processors, unseen)
+    return unseen
+
+
+def _sampler_ignores_attributes(sampler: Any) -> bool:
+    """The SDK's own samplers decide on trace ids and parents alone, and pass the attributes
+    through unchanged when they sample."""
+    should_sample = type(sampler).should_sample
+    if should_sample in (StaticSampler.should_sample, TraceIdRatioBased.should_sample):
+        return True
+    if should_sample is not ParentBased.should_sample:
+        return False
+    delegates = [
+        getattr(sampler, name, None)
+        for name in (
+            "_root",
+            "_remote_parent_sampled",
+            "_remote_parent_not_sampled",
+            "_local_parent_sampled",
+            "_local_parent_not_sampled",
+        )
+    ]
+    return all(
+        delegate is not None and _sampler_ignores_attributes(delegate) for delegate in delegates
+    )
 
 
 class ScrubbingExporter(SpanExporter):
@@ -106,7 +205,28 @@ class ScrubbingExporter(SpanExporter):
         self._resources: dict[int, tuple[Resource, Resource]] = {}
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._all_clean(spans):
+            return self.inner.export(spans)
         return self.inner.export([self.scrub(span) for span in spans])
+
+    def _all_clean(self, spans: Sequence[ReadableSpan]) -> bool:
+        """True when every span may leave as it is (what `scrub` would find span by span, the
+        common case), checked for secrets in one pass over the whole batch."""
+        if not self.capture_content:
+            return False
+        attribute_maps: list[Mapping[str, Any] | None] = []
+        texts: list[str | None] = []
+        for span in spans:
+            if self._scrub_resource(span.resource) is not span.resource:
+                return False
+            attribute_maps.append(span.attributes)
+            texts.append(span.name)
+            texts.append(span.status.description)
+            for event in span.events:
+                attribute_maps.append(event.attributes)
+                texts.append(event.name)
+            attribute_maps.extend(link.attributes for link in span.links)
+        return not may_hold_secret(attribute_maps, texts)
 
     def scrub(self, span: ReadableSpan) -> ReadableSpan:
         """`span` if it is safe to leave the process as it is (most spans), else a safe copy."""

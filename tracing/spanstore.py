@@ -90,7 +90,7 @@ _COLUMNS = (
     "status_message, attributes, events, links, resource_id, scope, run_id, case_id, "
     "span_kind, model, input_tokens, output_tokens, cost_usd, verdict"
 )
-_INSERT = f"INSERT INTO spans ({_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+_ROW = f"({', '.join('?' * 22)})"
 # Spans per write transaction: ~256 spans hold the write lock for a few ms (see write).
 TRANSACTION_SPANS = 256
 _RUN_ID_AT, _CASE_ID_AT = 14, 15  # positions of run_id and case_id in a row
@@ -294,7 +294,13 @@ class SpanStore:
             try:
                 resolved = [self._resolve_resource(conn, row) for row in rows]
                 newly_labelled = self._label(resolved)
-                conn.executemany(_INSERT, resolved)
+                # One statement for the batch: one SQLite step, so this thread gives up the GIL
+                # (and waits to get it back behind a busy event loop) once, not once a span,
+                # all while holding the file's write lock that result commits wait for.
+                conn.execute(
+                    f"INSERT INTO spans ({_COLUMNS}) VALUES {','.join([_ROW] * len(resolved))}",
+                    [value for row in resolved for value in row],
+                )
                 for trace_id, (run_id, case_id) in newly_labelled.items():
                     if trace_id not in self._unlabelled:
                         continue  # no span of it was stored unlabelled before this batch

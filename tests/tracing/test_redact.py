@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict, namedtuple
 from collections.abc import Iterator
+from types import MappingProxyType
+from typing import Any
 
 import pytest
 
-from tracing.redact import REDACTED, redact, redact_value, refresh_secrets, secret_env_values
+from tracing.redact import (
+    REDACTED,
+    needs_redaction,
+    redact,
+    redact_value,
+    refresh_secrets,
+    secret_env_values,
+)
 from tracing.scrub import is_content_attribute, scrub_attributes
 
 
@@ -130,3 +140,44 @@ def test_secrets_nested_in_mapping_values_are_found() -> None:
     shaped = "sk-proj-abcdefghijklmnopqrstuvwx"
     scrubbed = scrub_attributes({"outer": {"inner": [f"key {shaped}"]}, "n": 1})
     assert scrubbed == {"outer": {"inner": ["key [REDACTED]"]}, "n": 1}
+
+
+Pair = namedtuple("Pair", "left right")
+CLEAN_VALUES: list[Any] = [
+    None,
+    "plain text, long enough",
+    ["a list", ("of", "nested", 1, 2.5, True, None), {"and": ["maps"]}],
+    {"fields": {"q": "question?"}, "expected": None, "metadata": {"tags": ["x"]}},
+    OrderedDict(a="dict subclass"),
+    Pair("named", "tuple"),
+    42,
+]
+
+
+@pytest.mark.parametrize("value", CLEAN_VALUES)
+def test_a_clean_value_needs_no_redaction_and_redacting_would_change_nothing(value: Any) -> None:
+    assert not needs_redaction([value])
+    assert redact_value(value) == value
+    assert not needs_redaction(CLEAN_VALUES)
+
+
+@pytest.mark.parametrize(
+    "place",
+    [
+        lambda s: s,
+        lambda s: [["deep", [s]]],
+        lambda s: ("x", s),
+        lambda s: {"a": {"b": [{"c": s}]}},
+        lambda s: OrderedDict(k=s),
+    ],
+)
+def test_a_secret_anywhere_in_any_value_needs_redaction(place: Any) -> None:
+    refresh_secrets(environ={}, extra=["hunter2-is-long"])
+    for secret in ("sk-proj-abcdefghijklmnopqrstuvwx", "hunter2-is-long"):
+        assert needs_redaction([*CLEAN_VALUES, place(secret)])
+        assert redact_value(place(secret)) != place(secret)
+
+
+def test_a_mapping_that_is_not_a_dict_needs_redaction() -> None:
+    # `redact_value` turns it into a dict: skipping it would store another shape.
+    assert needs_redaction([{"a": MappingProxyType({"b": "c"})}])

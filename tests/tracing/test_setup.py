@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 import threading
 import time
@@ -10,15 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode, Tracer
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, StatusCode, Tracer
+from opentelemetry.util.types import Attributes
 from tracing_testkit import Receiver
 
 import tracing
 from tracing import conventions as c
-from tracing.setup import add_legal_attributes
+from tracing.setup import _attributes_unseen_at_start, add_legal_attributes
 from tracing.traces import get_trace, list_traces
 
 
@@ -39,6 +49,10 @@ class SlowExporter(SpanExporter):
 class FailingExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         raise ConnectionError("collector down")
+
+
+# The module (`tracing.setup` is also the name of its `setup` function).
+PIPELINE = importlib.import_module("tracing.setup")
 
 
 def span_count(path: Path) -> int:
@@ -332,3 +346,148 @@ def test_queued_spans_keep_every_field_and_drop_counts() -> None:
     assert spans["plain"].end_time and spans["plain"].start_time
     assert spans["full"].dropped_attributes == 1
     assert [event.name for event in spans["event"].events] == ["retry"]
+
+
+def one_case(tracer: Tracer) -> None:
+    """What the runner and the provider layer trace for one case (every start attribute kind)."""
+    messages = [
+        {"role": "system", "content": "Answer."},
+        {"role": "user", "content": "Capital of France?"},
+    ]
+    ids = {c.EVALS_RUN_ID: "r1", c.EVALS_CASE_ID: "c1", c.EVALS_EPOCH: 0}
+    with tracing.step_span(tracer, "case c1", **ids) as case:
+        params = {"temperature": 0, "max_tokens": 16, "tools": ["lookup"]}
+        with tracing.llm_span(tracer, "openai/gpt-4o-mini", None, params, messages) as llm:
+            llm.set_response("Paris", "stop", input_tokens=5, output_tokens=1, cache_hit=True)
+        with tracing.evaluator_span(tracer, "equals", "equals") as score:
+            score.set_score(1.0, True, None)
+        case.set_input({"country": "France"})
+
+
+def finished(tracer_provider: TracerProvider) -> list[tuple[str, list[tuple[str, Any]], int]]:
+    memory = InMemorySpanExporter()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(memory))
+    one_case(tracer_provider.get_tracer("t"))
+    return [
+        (span.name, list((span.attributes or {}).items()), span.dropped_attributes)
+        for span in memory.get_finished_spans()
+    ]
+
+
+@pytest.mark.parametrize(
+    "limits", [SpanLimits(), SpanLimits(max_span_attributes=5)], ids=["default", "count"]
+)
+def test_spans_start_with_the_same_attributes_with_or_without_the_shortcut(
+    limits: SpanLimits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sampler = ParentBased(TraceIdRatioBased(1.0))
+    shortcut = finished(TracerProvider(sampler=sampler, span_limits=limits))
+    assert _attributes_unseen_at_start(TracerProvider().get_tracer("t"))
+    monkeypatch.setattr(PIPELINE, "_attributes_unseen_at_start", lambda tracer: False)
+    plain = finished(TracerProvider(sampler=sampler, span_limits=limits))
+    assert shortcut == plain
+    assert [name for name, _, _ in plain] == ["chat gpt-4o-mini", "score equals", "case c1"]
+    _, llm_attributes, dropped = plain[0]
+    if limits.max_span_attributes == 5:
+        assert len(llm_attributes) == 5 and dropped > 0
+    else:
+        assert ("gen_ai.request.model", "gpt-4o-mini") in llm_attributes and dropped == 0
+
+
+class AttributeSampler(Sampler):
+    """Samples on an attribute (so it must see them as the span starts)."""
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Attributes = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        if not attributes or attributes.get(c.EVALS_CASE_ID) == "skip":
+            return SamplingResult(Decision.DROP)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+
+    def get_description(self) -> str:
+        return "by case id"
+
+
+class StartProcessor(SpanProcessor):
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.seen.append(dict(span.attributes or {}))
+
+
+def test_who_looks_at_attributes_as_a_span_starts_sees_them() -> None:
+    sampled = TracerProvider(sampler=AttributeSampler())
+    memory = InMemorySpanExporter()
+    sampled.add_span_processor(SimpleSpanProcessor(memory))
+    for case_id in ("keep", "skip"):
+        with tracing.step_span(sampled.get_tracer("t"), "case", **{c.EVALS_CASE_ID: case_id}):
+            pass
+    (kept,) = memory.get_finished_spans()
+    assert dict(kept.attributes or {})[c.EVALS_CASE_ID] == "keep"
+
+    provider = TracerProvider()
+    tracer = provider.get_tracer("t")
+    assert _attributes_unseen_at_start(tracer)
+    processor = StartProcessor()
+    provider.add_span_processor(processor)  # checked again: it reads them
+    assert not _attributes_unseen_at_start(tracer)
+    with tracing.step_span(tracer, "case", **{c.EVALS_CASE_ID: "c1"}):
+        pass
+    assert processor.seen == [{c.OPENINFERENCE_SPAN_KIND: c.KIND_CHAIN, c.EVALS_CASE_ID: "c1"}]
+
+
+class KeepBatches(SpanExporter):
+    def __init__(self) -> None:
+        self.batches: list[Sequence[ReadableSpan]] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.batches.append(spans)
+        return SpanExportResult.SUCCESS
+
+
+def test_a_batch_leaves_as_it_is_unless_a_span_of_it_needs_scrubbing() -> None:
+    inner = KeepBatches()
+    scrubber = tracing.ScrubbingExporter(inner)
+    clean = [finished_span("a", note="nothing to hide"), finished_span("b")]
+    dirty = finished_span("dirty", note="key sk-proj-abcdefghijklmnopqrstuvwx")
+    scrubber.export(clean)
+    scrubber.export([*clean, dirty])
+    assert inner.batches[0] is clean
+    *kept, scrubbed = inner.batches[1]
+    assert kept == clean and all(a is b for a, b in zip(kept, clean, strict=True))
+    assert scrubbed is not dirty and dict(scrubbed.attributes or {})["note"] == "key [REDACTED]"
+    # A secret only in an event, a link or a status message is found too.
+    key = "sk-proj-abcdefghijklmnopqrstuvwx"
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("evented") as span:
+        span.add_event(f"retry {key}", {"why": "flaky"})
+    with tracer.start_as_current_span("event attribute") as span:
+        span.add_event("retry", {"why": [f"key {key}"]})
+    with tracer.start_as_current_span("linked", links=[Link(span.get_span_context(), {"k": key})]):
+        pass
+    with tracer.start_as_current_span("failed") as span:
+        span.set_status(StatusCode.ERROR, f"bad key {key}")
+    for secretive in memory.get_finished_spans():
+        scrubber.export([*clean, secretive])
+        *kept, scrubbed = inner.batches[-1]
+        assert all(a is b for a, b in zip(kept, clean, strict=True)) and scrubbed is not secretive
+        assert key not in repr(
+            (scrubbed.name, scrubbed.status.description, dict(scrubbed.attributes or {}))
+        ) + repr([(e.name, dict(e.attributes or {})) for e in scrubbed.events])
+        assert key not in repr([dict(link.attributes or {}) for link in scrubbed.links])
+    without_content = tracing.ScrubbingExporter(inner, capture_content=False)
+    without_content.export(clean)
+    assert inner.batches[-1] is not clean and "output.value" not in (
+        inner.batches[-1][0].attributes or {}
+    )

@@ -1,0 +1,146 @@
+"""Tests for harness/committer.py (results committed in a thread of their own, so a commit
+waiting for SQLite's write lock never stalls the event loop) and harness/gcpolicy.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import gcpolicy
+from harness.committer import Committer
+from harness.store import ResultRow, ScoreRow, Store
+
+
+def result(run_id: str, case_id: str) -> ResultRow:
+    return ResultRow(
+        run_id=run_id, case_id=case_id, model="m", epoch=0, status="pass", score=1.0,
+        output="out", error=None, error_kind=None, latency_ms=1.0, input_tokens=1,
+        output_tokens=1, cost_usd=None, cached=False, attempts=1, trace_id=None,
+        case_data={"fields": {}}, detail=None, scores=[ScoreRow("equals", "pass", 1.0, "ok")],
+        created_at=time.time(),
+    )  # fmt: skip
+
+
+def stored(path: Path, run_id: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(
+            conn.execute("SELECT COUNT(*) FROM results WHERE run_id = ?", (run_id,)).fetchone()[0]
+        )
+
+
+def hold_write_lock(path: Path, seconds: float, held: threading.Event) -> threading.Thread:
+    """Another writer (a span export, another worker process) holding the lock a while."""
+
+    def hold() -> None:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            held.set()
+            time.sleep(seconds)
+            conn.execute("COMMIT")
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    return thread
+
+
+async def test_a_commit_waiting_for_the_lock_does_not_stall_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "evals.db"
+    store = Store.open(path)
+    store.create_run("r1", "suite", {})
+    committer = Committer(store, path)
+    held = threading.Event()
+    holder = hold_write_lock(path, 0.6, held)
+    await asyncio.to_thread(held.wait)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    saves = [asyncio.create_task(committer.save(result("r1", f"c{i}"))) for i in range(5)]
+    await asyncio.sleep(0.3)
+    assert ticks >= 10  # the loop ran on while the commit waited
+    assert not any(save.done() for save in saves)  # nothing reported before it is committed
+    await asyncio.gather(*saves)
+    assert stored(path, "r1") == 5  # every save returned only once its result was committed
+    ticker.cancel()
+    await committer.drain()
+    committer.close()
+    holder.join()
+    store.close()
+
+
+async def test_results_finishing_while_the_lock_is_held_share_one_commit(tmp_path: Path) -> None:
+    path = tmp_path / "evals.db"
+    store = Store.open(path)
+    store.create_run("r1", "suite", {})
+    committer = Committer(store, path)
+    writer = committer._writer_store()
+    commits: list[int] = []
+    write = writer.write
+
+    def counting(results: list[ResultRow], cache: dict[str, Any]) -> int:
+        written = write(results, cache)  # raises while another writer holds the lock
+        commits.append(written)
+        return written
+
+    writer.write = counting  # type: ignore[method-assign]
+    held = threading.Event()
+    holder = hold_write_lock(path, 0.3, held)
+    await asyncio.to_thread(held.wait)
+
+    async def finish(i: int) -> None:
+        await asyncio.sleep(i * 0.005)  # finishing one after another while the lock is held
+        await committer.save(result("r1", f"c{i}"))
+
+    await asyncio.gather(*(finish(i) for i in range(40)))
+    holder.join()
+    assert sum(commits) == 40 and stored(path, "r1") == 40
+    assert len(commits) <= 2  # all of them in the commit that got the lock, not 40 commits
+    await committer.drain()
+    committer.close()
+    store.close()
+
+
+async def test_a_cache_entry_being_committed_is_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "evals.db"
+    store = Store.open(path)
+    store.cache_put("k", "m", {"text": "hi"})
+    results, cache = store.take_pending()
+    assert store.cache_get("k") == {"text": "hi"}  # handed to the writer, not yet committed
+    with Store.open(path) as writer:
+        writer.write(results, cache)
+    store.written(cache)
+    assert store.cache_get("k") == {"text": "hi"}  # now from the table
+    store.close()
+
+
+async def test_a_failed_commit_fails_the_saves_waiting_for_it(tmp_path: Path) -> None:
+    path = tmp_path / "evals.db"
+    store = Store.open(path)
+    committer = Committer(store, path)  # no run row: the results' foreign key fails
+    try:
+        await committer.save(result("no-such-run", "c1"))
+    except sqlite3.IntegrityError:
+        pass
+    else:
+        raise AssertionError("a result that could not be committed was reported saved")
+    committer.close()
+    store.close()
+
+
+def test_a_run_freezes_what_it_starts_with_and_restores_the_thresholds() -> None:
+    before = gc.get_threshold()
+    with gcpolicy.for_run():
+        assert gc.get_threshold()[0] >= gcpolicy.RUN_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
