@@ -4,9 +4,10 @@ A run holds hundreds of thousands of long-lived objects (litellm's model map and
 models, the dataset's cases) and allocates millions of short-lived ones (requests, responses,
 spans). With Python's defaults every full collection walks all the long-lived ones again, and
 a collection every 700 allocations promotes the in-flight ones: measured on a 2,000-case run
-against the fake server, 2.0 s of 10.4 s of CPU went to the collector. Freezing what exists at
-the start of a run (and right after litellm's import) and collecting the young generation less
-often took that to 0.3 s. Reference counting still frees everything that is not in a cycle.
+against the fake server and its cached re-run, 2.0 s of 10.4 s of CPU went to the collector.
+Freezing what exists at the start of a run (and right after litellm's import) and collecting
+the young generation less often took that to 0.3 s. Reference counting still frees everything
+that is not in a cycle.
 """
 
 from __future__ import annotations

@@ -284,7 +284,7 @@ class Runner:
         settled = len(done_keys) + sum(new.get(kind, 0) for kind in ("pass", "fail", "error"))
         if settled < planned or remaining:  # an abort on the last item still completed the run
             status = "aborted" if self._abort_reason else "interrupted"
-        results = self.store.results(self.run_id)  # the latest result of each item
+        results = self.store.results(self.run_id, for_summary=True)  # latest of each item
         summary = summarize(results, self.suite.config.thresholds, planned=planned)
         summary["processes"] = 1 + len(self._children)
         reason = self._error_rate_verdict(status, summary)
@@ -462,19 +462,22 @@ class Runner:
         thread of their own (`harness.committer`); results finishing meanwhile share the next."""
         await self._commits().save(result)
 
+    def save_now(self) -> int:
+        """Write every finished result at once (a second Ctrl-C, just before quitting)."""
+        if self._committer is not None:
+            return self._committer.write_now()
+        return self.store.flush()
+
     def _commits(self) -> Committer:
         if self._committer is None:
-            self._committer = Committer(self.store, self.store.path)
+            self._committer = Committer(self.store)
         return self._committer
 
     async def _last_commit(self) -> None:
         """Every result saved, then whatever else is buffered written; the commit thread ends."""
         if self._committer is not None:
-            try:
-                await self._committer.drain()
-            finally:
-                self._committer.close()
-                self._committer = None
+            await self._committer.drain()
+            self._committer = None
         self.store.flush()
 
     def _record(self, result: ResultRow) -> None:
@@ -797,7 +800,7 @@ def execute(
 
         async def main() -> RunOutcome:
             if install_signals:
-                install_signals(runner.request_stop, store.flush)
+                install_signals(runner.request_stop, runner.save_now)
             with tracing.use_tracer(handle.tracer("evals-harness") if handle else None):
                 return await runner.run()
 

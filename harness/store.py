@@ -18,6 +18,11 @@ from tracing.redact import needs_redaction, redact_value, refresh_secrets
 STORE_DIRNAME = ".evals"
 STORE_FILENAME = "evals.db"
 LOCK_TIMEOUT_S = 30.0  # how long a write waits for another writer
+# `results` columns in table order, with output, case_data and detail left out (NULL).
+_SUMMARY_COLUMNS = (
+    "run_id, case_id, model, epoch, status, score, NULL, error, error_kind, latency_ms, "
+    "input_tokens, output_tokens, cost_usd, cached, attempts, trace_id, NULL, NULL, created_at"
+)
 _ROWS_PER_INSERT = 256  # x 19 columns stays under SQLite's 32,766 bound parameters
 
 # Append-only: a migration is never edited once released; the index + 1 is the schema version.
@@ -268,7 +273,7 @@ class ResultRow:
             cached=bool(row[13]),
             attempts=row[14],
             trace_id=row[15],
-            case_data=_loads(row[16]),
+            case_data=_loads(row[16]) if row[16] is not None else {},
             detail=_loads(row[17]),
             created_at=row[18],
             scores=scores,
@@ -684,8 +689,10 @@ class Store:
         )
         return {(r[0], r[1], r[2]) for r in rows}
 
-    def results(self, run_id: str) -> list[ResultRow]:
-        """Every result of a run, with its scores, in a stable order."""
+    def results(self, run_id: str, *, for_summary: bool = False) -> list[ResultRow]:
+        """Every result of a run, with its scores, in a stable order. `for_summary`: without
+        the case data, result detail and output (a summary reads none of them; decoding the
+        case JSON alone is about half the time of this read)."""
         scores: dict[tuple[str, str, int], list[ScoreRow]] = {}
         for row in self.conn.execute(
             "SELECT case_id, model, epoch, scorer, status, value, reason, detail FROM scores "
@@ -696,8 +703,10 @@ class Store:
                 ScoreRow(row[3], row[4], row[5], row[6] or "", _loads(row[7]))
             )
         out = []
+        columns = _SUMMARY_COLUMNS if for_summary else "*"
         for row in self.conn.execute(
-            "SELECT * FROM results WHERE run_id = ? ORDER BY model, epoch, case_id", (run_id,)
+            f"SELECT {columns} FROM results WHERE run_id = ? ORDER BY model, epoch, case_id",
+            (run_id,),
         ):
             out.append(ResultRow.from_db(row, scores.get((row[1], row[2], row[3]), [])))
         return out

@@ -53,7 +53,7 @@ async def test_a_commit_waiting_for_the_lock_does_not_stall_the_loop(tmp_path: P
     path = tmp_path / "evals.db"
     store = Store.open(path)
     store.create_run("r1", "suite", {})
-    committer = Committer(store, path)
+    committer = Committer(store)
     held = threading.Event()
     holder = hold_write_lock(path, 0.6, held)
     await asyncio.to_thread(held.wait)
@@ -74,7 +74,6 @@ async def test_a_commit_waiting_for_the_lock_does_not_stall_the_loop(tmp_path: P
     assert stored(path, "r1") == 5  # every save returned only once its result was committed
     ticker.cancel()
     await committer.drain()
-    committer.close()
     holder.join()
     store.close()
 
@@ -83,17 +82,16 @@ async def test_results_finishing_while_the_lock_is_held_share_one_commit(tmp_pat
     path = tmp_path / "evals.db"
     store = Store.open(path)
     store.create_run("r1", "suite", {})
-    committer = Committer(store, path)
-    writer = committer._writer_store()
+    committer = Committer(store)
     commits: list[int] = []
-    write = writer.write
+    write = store.write
 
     def counting(results: list[ResultRow], cache: dict[str, Any]) -> int:
         written = write(results, cache)  # raises while another writer holds the lock
         commits.append(written)
         return written
 
-    writer.write = counting  # type: ignore[method-assign]
+    store.write = counting  # type: ignore[method-assign]
     held = threading.Event()
     holder = hold_write_lock(path, 0.3, held)
     await asyncio.to_thread(held.wait)
@@ -107,7 +105,6 @@ async def test_results_finishing_while_the_lock_is_held_share_one_commit(tmp_pat
     assert sum(commits) == 40 and stored(path, "r1") == 40
     assert len(commits) <= 2  # all of them in the commit that got the lock, not 40 commits
     await committer.drain()
-    committer.close()
     store.close()
 
 
@@ -127,14 +124,13 @@ async def test_a_cache_entry_being_committed_is_still_read(tmp_path: Path) -> No
 async def test_a_failed_commit_fails_the_saves_waiting_for_it(tmp_path: Path) -> None:
     path = tmp_path / "evals.db"
     store = Store.open(path)
-    committer = Committer(store, path)  # no run row: the results' foreign key fails
+    committer = Committer(store)  # no run row: the results' foreign key fails
     try:
         await committer.save(result("no-such-run", "c1"))
     except sqlite3.IntegrityError:
         pass
     else:
         raise AssertionError("a result that could not be committed was reported saved")
-    committer.close()
     store.close()
 
 
