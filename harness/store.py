@@ -543,10 +543,13 @@ class Store:
         return results, cache
 
     def written(self, cache: dict[str, tuple[str, str, str, float]]) -> None:
+        """These cache entries (from `take_pending`) are committed, or were dropped with a
+        failed commit: `cache_get` reads them from the table from now on."""
         for key in cache:
             self._writing_cache.pop(key, None)
 
     def has_pending(self) -> bool:
+        """Results or cache entries are buffered, not yet handed over or written."""
         return bool(self._pending_results or self._pending_cache)
 
     def write(self, results: list[ResultRow], cache: dict[str, tuple[str, str, str, float]]) -> int:
