@@ -9,6 +9,7 @@ import gc
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,19 @@ def test_a_run_freezes_what_it_starts_with_and_restores_the_thresholds() -> None
         assert gc.get_threshold()[0] >= gcpolicy.RUN_THRESHOLD
         assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == before
+
+
+def test_a_later_run_in_the_same_process_does_not_freeze_earlier_garbage() -> None:
+    with gcpolicy.for_run():
+        pass
+
+    class Node:
+        me: object = None
+
+    node = Node()
+    node.me = node  # a cycle: only the collector frees it
+    alive = weakref.ref(node)
+    del node
+    with gcpolicy.for_run():
+        pass
+    assert alive() is None  # collected before the freeze, not kept forever
