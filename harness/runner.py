@@ -452,14 +452,17 @@ class Runner:
             await self._wait_workers(self._start_workers(models, sources))
         finally:
             flusher.cancel()
-            await self._last_commit()
-            for queue in queues.values():
-                queue.cancel_join_thread()
+            try:
+                await self._last_commit()
+            finally:
+                for queue in queues.values():
+                    queue.cancel_join_thread()
 
     async def _save(self, result: ResultRow) -> None:
         """Commit a result before its worker takes more work, so a kill -9 loses only calls in
-        flight, never finished ones (a resume would pay for them again). Commits run in a
-        thread of their own (`harness.committer`); results finishing meanwhile share the next."""
+        flight, never finished ones (a resume would pay for them again). A commit never waits
+        for the write lock on the loop (`harness.committer`); results finishing while the lock
+        is held share the next commit."""
         await self._commits().save(result)
 
     def save_now(self) -> int:
@@ -474,7 +477,7 @@ class Runner:
         return self._committer
 
     async def _last_commit(self) -> None:
-        """Every result saved, then whatever else is buffered written; the commit thread ends."""
+        """Every saved result committed, then whatever else is buffered (cache entries)."""
         if self._committer is not None:
             await self._committer.drain()
             self._committer = None
