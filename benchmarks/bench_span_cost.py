@@ -152,14 +152,13 @@ def main() -> None:
     def per_case(traced: bool, key: str) -> float:
         return statistics.median(r[key] for r in results[traced]) / n * 1e6
 
-    on, off = results[True][-1], results[False][-1]
+    on = results[True][-1]
     print(f"cases: {n:,} × 4 spans, {args.repeats} repeats (medians), µs CPU per case")
     print(f"{'':24}{'off':>8}{'on':>8}{'on - off':>10}")
     for label, key in (("event-loop thread", "thread"), ("process (with export)", "process")):
         a, b = per_case(False, key), per_case(True, key)
         print(f"{label:24}{a:8.0f}{b:8.0f}{b - a:10.0f}")
     print(f"spans stored: {on['stored']:,} (expected {4 * n:,}), dropped: {on['dropped']:,}")
-    assert off["stored"] == 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -70,16 +71,7 @@ def _skip_pricing() -> None:
     except ImportError:
         return
     original = getattr(Logging, "response_cost_calculator", None)
-
-    def make(original: Callable[..., Any]) -> Callable[..., Any]:
-        def response_cost_calculator(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if _LEAN_CALL.get():
-                return None
-            return original(self, *args, **kwargs)
-
-        return response_cost_calculator
-
-    _lean_only(Logging, "response_cost_calculator", make)
+    _lean_only(Logging, "response_cost_calculator", _nothing_on_our_calls)
     if getattr(Logging, "_response_cost_calculator", None) is original:
         Logging._response_cost_calculator = Logging.response_cost_calculator
 
@@ -93,15 +85,19 @@ def _skip_response_metadata() -> None:
     except ImportError:
         return
 
-    def make(original: Callable[..., Any]) -> Callable[..., Any]:
-        def update_response_metadata(*args: Any, **kwargs: Any) -> Any:
-            if _LEAN_CALL.get():
-                return None
-            return original(*args, **kwargs)
+    _lean_only(utils, "update_response_metadata", _nothing_on_our_calls)
 
-        return update_response_metadata
 
-    _lean_only(utils, "update_response_metadata", make)
+def _nothing_on_our_calls(original: Callable[..., Any]) -> Callable[..., Any]:
+    """`original` as it is, except on our calls, where it does nothing and returns None."""
+
+    @functools.wraps(original)
+    def skipped(*args: Any, **kwargs: Any) -> Any:
+        if _LEAN_CALL.get():
+            return None
+        return original(*args, **kwargs)
+
+    return skipped
 
 
 def _remember_bridge_checks(litellm: Any) -> None:

@@ -286,16 +286,18 @@ class ResultRow:
         return cls(**fields)
 
 
+# The fields of a result and of a score that may hold text from a model, a user or a dataset.
+_RESULT_TEXT = ("output", "error", "case_data", "detail")
+_SCORE_TEXT = ("reason", "detail")
+
+
 def _redacted(result: ResultRow) -> ResultRow:
     """A copy of `result` with secrets redacted from its text and JSON fields."""
     return replace(
         result,
-        output=redact_value(result.output),
-        error=redact_value(result.error),
-        case_data=redact_value(result.case_data),
-        detail=redact_value(result.detail),
+        **{name: redact_value(getattr(result, name)) for name in _RESULT_TEXT},
         scores=[
-            replace(s, reason=redact_value(s.reason), detail=redact_value(s.detail))
+            replace(s, **{name: redact_value(getattr(s, name)) for name in _SCORE_TEXT})
             for s in result.scores
         ],
     )
@@ -304,13 +306,11 @@ def _redacted(result: ResultRow) -> ResultRow:
 def _texts(results: list[ResultRow]) -> Iterator[Any]:
     """Every value of `results` that `_redacted` redacts."""
     for r in results:
-        yield r.output
-        yield r.error
-        yield r.case_data
-        yield r.detail
+        for name in _RESULT_TEXT:
+            yield getattr(r, name)
         for s in r.scores:
-            yield s.reason
-            yield s.detail
+            for name in _SCORE_TEXT:
+                yield getattr(s, name)
 
 
 def default_store_path(cwd: Path | None = None) -> Path:
@@ -364,7 +364,7 @@ class Store:
         self.path = path
         self._pending_results: list[ResultRow] = []
         self._pending_cache: dict[str, tuple[str, str, str, float]] = {}
-        # Entries handed to a writer thread (`take_pending`) and not yet committed.
+        # Entries handed over (`take_pending`) and not yet committed.
         self._writing_cache: dict[str, tuple[str, str, str, float]] = {}
 
     @classmethod
@@ -527,19 +527,24 @@ class Store:
 
     def flush(self) -> int:
         """Write buffered results and cache entries atomically. Returns results written."""
-        results, cache = self._pending_results, self._pending_cache
-        if not results and not cache:
-            return 0
-        self._pending_results, self._pending_cache = [], {}
-        return self.write(results, cache)
+        return self.write(*self._take())
 
     def take_pending(self) -> tuple[list[ResultRow], dict[str, tuple[str, str, str, float]]]:
-        """Hand the buffered results and cache entries over to be written by `write` (on
-        another connection, in another thread); `cache_get` still sees the entries until
-        `written` says they are committed."""
+        """Hand the buffered results and cache entries over to be written by `write` later
+        (`harness.committer` tries again while another writer holds the lock); `cache_get`
+        still sees the entries until `written` says they are committed."""
+        results, cache = self._take()
+        self._writing_cache.update(cache)
+        return results, cache
+
+    def _take(self) -> tuple[list[ResultRow], dict[str, tuple[str, str, str, float]]]:
+        """Empty the buffer. No secret reaches the store: results and scores leave it with
+        API-key patterns and the values of secret-named environment variables redacted
+        (`tracing.redact`), dataset content included; once, however often a write is tried."""
         results, cache = self._pending_results, self._pending_cache
         self._pending_results, self._pending_cache = [], {}
-        self._writing_cache.update(cache)
+        if needs_redaction(_texts(results)):  # one scan of the batch: usually none
+            results = [_redacted(r) for r in results]
         return results, cache
 
     def written(self, cache: dict[str, tuple[str, str, str, float]]) -> None:
@@ -553,15 +558,10 @@ class Store:
         return bool(self._pending_results or self._pending_cache)
 
     def write(self, results: list[ResultRow], cache: dict[str, tuple[str, str, str, float]]) -> int:
-        """Write results and cache entries in one transaction. Returns results written.
-
-        No secret reaches the store: results and scores are written with API-key patterns and
-        the values of secret-named environment variables redacted (`tracing.redact`), dataset
-        content included."""
+        """Write results and cache entries taken from the buffer (`take_pending`, already
+        redacted) in one transaction. Returns results written."""
         if not results and not cache:
             return 0
-        if needs_redaction(_texts(results)):  # one scan of the batch: usually none
-            results = [_redacted(r) for r in results]
         with self.transaction():
             self._supersede([(r.run_id, r.case_id, r.model, r.epoch) for r in results])
             self._insert(

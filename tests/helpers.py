@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,3 +244,18 @@ def run_records(path: Path) -> list[dict[str, Any]]:
     with contextlib.closing(connect_ro(path)) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY created_at")]
+
+
+def wait_for_requests(
+    server: ThreadedFakeServer, count: int, proc: subprocess.Popen[str], timeout: float = 60.0
+) -> None:
+    """Wait until the fake server has seen `count` requests from the `evals` process `proc`."""
+    deadline = time.monotonic() + timeout
+    while server.stats.total < count:
+        if proc.poll() is not None:
+            _out, err = proc.communicate()
+            raise AssertionError(f"evals exited early ({proc.returncode}): {err[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for requests")
+        time.sleep(0.005)

@@ -32,6 +32,7 @@ from helpers import (
     spawn,
     store_snapshot,
     threaded_server,
+    wait_for_requests,
     write_jsonl,
     write_yaml,
 )
@@ -264,20 +265,6 @@ def test_resume_refuses_when_inputs_changed(tmp_path: Path, change: Any, named: 
 
 N_CASES = 60
 CONCURRENCY = 4
-
-
-def wait_for_requests(
-    server: ThreadedFakeServer, count: int, proc: subprocess.Popen[str], timeout: float = 60.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while server.stats.total < count:
-        if proc.poll() is not None:
-            _out, err = proc.communicate()
-            raise AssertionError(f"evals exited early ({proc.returncode}): {err[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("timed out waiting for requests")
-        time.sleep(0.005)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, str, str]:

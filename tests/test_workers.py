@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 from harness import workers
-from tests.helpers import make_project, spawn, threaded_server
+from tests.helpers import make_project, spawn, threaded_server, wait_for_requests
 
 
 def test_chunks_are_small_enough_to_balance_the_tail() -> None:
@@ -53,9 +52,7 @@ def test_stop_with_two_processes_then_resume_sends_each_item_once(tmp_path: Path
     with threaded_server(latency_ms=50) as server:
         project = make_project(tmp_path, server.url, n=300, model={"concurrency": 4})
         proc = spawn(project, project.run_args("--workers", "2", "--cache", "off"))
-        deadline = time.monotonic() + 120
-        while server.stats.total < 40 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_requests(server, 40, proc, timeout=120)
         proc.send_signal(2)  # Ctrl-C: stop scheduling, finish in-flight calls, save them
         proc.communicate(timeout=120)
         assert proc.returncode == 130
@@ -89,9 +86,7 @@ def test_a_store_that_fails_mid_run_ends_the_run_promptly(tmp_path: Path) -> Non
     with threaded_server(latency_ms=20) as server:
         project = make_project(tmp_path, server.url, n=10_000, model={"concurrency": 4})
         proc = spawn(project, project.run_args("--workers", "2", "--cache", "off"))
-        deadline = time.monotonic() + 120
-        while server.stats.total < 40 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_requests(server, 40, proc, timeout=120)
         with sqlite3.connect(project.store, timeout=30) as db:
             db.execute("ALTER TABLE scores RENAME TO scores_gone")
         _, err = proc.communicate(timeout=90)

@@ -28,7 +28,7 @@ _SCALARS = frozenset({str, bool, int, float})
 
 def attribute_value(value: Any) -> Any:
     """An OTel-legal attribute value: scalars and lists of scalars pass, the rest becomes JSON."""
-    if type(value) in _SCALARS or isinstance(value, (str, bool, int, float)):
+    if isinstance(value, (str, bool, int, float)):
         return value
     if (
         isinstance(value, (list, tuple))
@@ -199,11 +199,8 @@ class ToolSpan(SpanHandle):
         """Record the tool's result (text as is, anything else as JSON)."""
         if result is None or not self._recording:
             return
-        text = result if isinstance(result, str) else to_json(result)
-        mime = c.MIME_TEXT if isinstance(result, str) else c.MIME_JSON
-        self._record(
-            {c.GEN_AI_TOOL_CALL_RESULT: text, c.OUTPUT_VALUE: text, c.OUTPUT_MIME_TYPE: mime}
-        )
+        output = _io_attributes(c.OUTPUT_VALUE, c.OUTPUT_MIME_TYPE, result)
+        self._record({c.GEN_AI_TOOL_CALL_RESULT: output[c.OUTPUT_VALUE], **output})
 
 
 class EvaluatorSpan(SpanHandle):
@@ -218,8 +215,8 @@ class EvaluatorSpan(SpanHandle):
         attributes = legal_attributes(
             {c.EVALS_SCORE: score, c.EVALS_PASSED: passed, c.EVALS_REASON: reason}
         )
-        attributes[c.OUTPUT_VALUE] = to_json({"score": score, "passed": passed, "reason": reason})
-        attributes[c.OUTPUT_MIME_TYPE] = c.MIME_JSON
+        output = {"score": score, "passed": passed, "reason": reason}
+        attributes.update(_io_attributes(c.OUTPUT_VALUE, c.OUTPUT_MIME_TYPE, output))
         self._record(attributes)
 
 

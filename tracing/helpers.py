@@ -169,8 +169,7 @@ _NO_SPANS: dict[type[SpanHandle], _NoSpan[Any]] = {
 
 
 def _no_span(handle_type: type[H]) -> AbstractContextManager[H]:
-    scope = _NO_SPANS.get(handle_type)
-    return scope if scope is not None else _NoSpan(handle_type(INVALID_SPAN))
+    return _NO_SPANS[handle_type]
 
 
 def _span(

@@ -42,9 +42,6 @@ def drop_content(attributes: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attributes.items() if not is_content_attribute(k)}
 
 
-_NOT_TEXT = frozenset({int, float, bool})
-
-
 def may_hold_secret(
     attribute_maps: Iterable[Mapping[str, Any] | None], texts: Iterable[str | None]
 ) -> bool:
@@ -57,11 +54,7 @@ def may_hold_secret(
             continue
         if type(attributes) is not dict and type(attributes) is not MappingProxyType:
             attributes = plain_attributes(attributes)  # OTel's BoundedAttributes iterates slowly
-        values = attributes.values()
-        # Plain strings (most values) at C speed, then the few lists and mappings.
-        strings.extend([value for value in values if type(value) is str])
-        for value in [v for v in values if type(v) is not str and type(v) not in _NOT_TEXT]:
-            nested_strings(value, strings)
+        nested_strings(attributes, strings)
     return may_contain_secret((strings,))
 
 

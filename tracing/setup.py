@@ -552,17 +552,17 @@ class TracingHandle:
     @property
     def dropped_spans(self) -> int:
         """Spans dropped because a queue was full, summed over exporters."""
-        return sum(stats.dropped for stats in self.stats())
+        return self.counts()["dropped"]
 
     @property
     def exported_spans(self) -> int:
         """Spans exported successfully, summed over exporters."""
-        return sum(stats.exported for stats in self.stats())
+        return self.counts()["exported"]
 
     @property
     def failed_spans(self) -> int:
         """Spans lost because an exporter failed, summed over exporters."""
-        return sum(stats.failed for stats in self.stats())
+        return self.counts()["failed"]
 
     def __enter__(self) -> TracingHandle:
         return self
