@@ -8,6 +8,10 @@ run with two processes: 31-33 ms from finished to saved). Here a commit is tried
 on the store's own connection, with SQLite's busy wait off: it either takes the lock at once
 and writes, or finds it held and is tried again a millisecond later, with whatever finished
 meanwhile (12-13 ms from finished to saved on the same run).
+
+Results that cost nothing to redo (every model call answered from the response cache) do not
+wait for their commit: they are committed together, at most `BATCH_S` later. A cached re-run
+of 10,000 cases made ~3,700 commits of ~3 results each; committed in batches it makes ~100.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 from harness.store import LOCK_TIMEOUT_S, ResultRow, Store
 
 RETRY_S = 0.001
+BATCH_S = 0.05  # a result saved without waiting is committed at most this much later...
+BATCH_RESULTS = 256  # ...or as soon as this many wait
 
 
 class Committer:
@@ -29,13 +35,22 @@ class Committer:
         self.store = store
         self._waiting: asyncio.Future[None] | None = None  # settles with the next commit
         self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None  # a commit scheduled for later
+        self._unwaited = 0  # results saved without waiting, not yet taken for a commit
+        self._failure: BaseException | None = None  # a failed commit nobody waited for
         self._results: list[ResultRow] = []  # taken from the store, not yet committed
         self._cache: dict[str, Any] = {}
         self._busy_since: float | None = None
 
-    async def save(self, result: ResultRow) -> None:
-        """Return once `result` is committed (raise if its commit failed)."""
+    async def save(self, result: ResultRow, wait: bool = True) -> None:
+        """Return once `result` is committed (raise if its commit failed); with `wait=False`
+        at once, the commit following within `BATCH_S` (raise if an earlier commit failed)."""
+        self._raise_failure()
         self.store.add_result(result)
+        if not wait:
+            self._unwaited += 1
+            self._schedule(0.0 if self._unwaited >= BATCH_RESULTS else BATCH_S)
+            return
         if self._waiting is None:
             self._waiting = asyncio.get_running_loop().create_future()
         waiting = self._waiting
@@ -49,9 +64,17 @@ class Committer:
 
     async def drain(self) -> None:
         """Wait until nothing waits to be committed (then `store.flush` writes any rest). A
-        failed commit was reported to the saves waiting for it, not again here."""
+        failed commit was reported to the saves waiting for it, and is raised here only if
+        none did."""
+        self.kick()
         while self._scheduled or self._results or self._cache:
             await asyncio.sleep(RETRY_S)
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     def write_now(self) -> int:
         """Write everything buffered at once, waiting for the lock if need be (a second Ctrl-C,
@@ -64,17 +87,22 @@ class Committer:
         return written
 
     def _schedule(self, delay: float) -> None:
-        if self._scheduled:
-            return
-        self._scheduled = True
+        """Commit after `delay`, or sooner if a commit is already due sooner."""
         loop = asyncio.get_running_loop()
+        if self._scheduled:
+            timer = self._timer
+            if timer is None or timer.when() <= loop.time() + max(delay, RETRY_S):
+                return  # due about as soon (a retry while the lock is held: let it be)
+            timer.cancel()  # due later than this: bring it forward
+        self._scheduled = True
         if delay:
-            loop.call_later(delay, self._commit)
+            self._timer = loop.call_later(delay, self._commit)
         else:
+            self._timer = None
             loop.call_soon(self._commit)
 
     def _commit(self) -> None:
-        self._scheduled = False
+        self._scheduled, self._timer, self._unwaited = False, None, 0
         store = self.store
         results, cache = store.take_pending()
         self._results += results
@@ -113,6 +141,8 @@ class Committer:
                 waiting.set_result(None)
             else:
                 waiting.set_exception(failure)
+        elif failure is not None:
+            self._failure = failure  # only unwaited results were lost: the next save raises
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

@@ -10,6 +10,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -34,6 +35,9 @@ CACHE_MODES: tuple[str, ...] = ("auto", "on", "off", "read-only", "refresh")
 
 LOCAL_PROVIDER = "local"
 DEFAULT_CONCURRENCY = 16
+# Calls sent to a provider (not answered from the response cache) by the current item: the
+# runner sets a fresh counter per item; one that made none can be redone from the cache for free.
+PROVIDER_CALLS: ContextVar[list[int] | None] = ContextVar("evals_provider_calls", default=None)
 MAX_BACKOFF_S = 30.0
 
 # Every sampling / reasoning parameter goes into the cache key, unset ones as null, so that a
@@ -406,6 +410,9 @@ class ModelClient:
             if payload is not None:
                 self.cache_hits += 1
                 return ChatResponse.from_payload(payload, (time.perf_counter() - started) * 1e3)
+        counter = PROVIDER_CALLS.get()
+        if counter is not None:
+            counter[0] += 1
         response = await self._call_with_retries(request, tried)
         if write and key is not None and self.cache is not None and _cacheable(request, response):
             self.cache.cache_put(key, self.model.id, response.to_payload())

@@ -23,6 +23,7 @@ from harness.committer import Committer
 from harness.config import ModelConfig
 from harness.errors import ConfigError, RunAborted
 from harness.providers import (
+    PROVIDER_CALLS,
     CacheMode,
     ModelClient,
     check_model,
@@ -372,8 +373,10 @@ class Runner:
             if item is None or self._stopping.is_set():
                 return
             case, epoch = item
+            calls = [0]
+            PROVIDER_CALLS.set(calls)  # this task's own context: counts this item's calls
             result = await self.run_item(case, label, client, epoch)
-            await self._save(result)
+            await self._save(result, paid=calls[0] > 0 or not result.cached)
             self._record(result)
 
     # --- worker processes -----------------------------------------------------------------
@@ -458,12 +461,14 @@ class Runner:
                 for queue in queues.values():
                     queue.cancel_join_thread()
 
-    async def _save(self, result: ResultRow) -> None:
+    async def _save(self, result: ResultRow, paid: bool = True) -> None:
         """Commit a result before its worker takes more work, so a kill -9 loses only calls in
         flight, never finished ones (a resume would pay for them again). A commit never waits
         for the write lock on the loop (`harness.committer`); results finishing while the lock
-        is held share the next commit."""
-        await self._commits().save(result)
+        is held share the next commit. A result that is not `paid` for (every model call it
+        made, judges' included, was answered from the response cache) is committed with
+        others a moment later: a kill -9 that loses it costs a replay from the cache, no call."""
+        await self._commits().save(result, wait=paid)
 
     def save_now(self) -> int:
         """Write every finished result at once (a second Ctrl-C, just before quitting)."""

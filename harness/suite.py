@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.agent import AgentTarget, Tool
 from harness.cases import Case
@@ -14,12 +14,15 @@ from harness.datasets import LoadedDataset, load_dataset, select_cases
 from harness.errors import ConfigError
 from harness.prompts import Prompt, prompt_file, prompt_from_file, split_ref
 from harness.providers import ClientPool
-from harness.rag_target import RagTarget, RetrievalTarget, load_source
+from harness.rag import config as _rag_config  # noqa: F401 (registers the retrieval artifact kind)
 from harness.scorers import Scorer, ScorerEnv, registry
 from harness.targets import ChatTarget, PythonTarget, ReplayTarget, Target
 from harness.userfuncs import load_function
 from harness.versions import short_version
 from harness.yamlfile import YamlDoc, load_yaml, parse_loc
+
+if TYPE_CHECKING:  # loaded for rag and retrieval suites only (numpy, the index)
+    from harness.rag_target import RetrievalTarget
 
 
 @dataclass
@@ -106,6 +109,8 @@ def _retrieval_target(
     config: SuiteConfig, prompt: Prompt | None, doc: YamlDoc, project_dir: Path, suite_dir: Path
 ) -> RetrievalTarget:
     """A rag or retrieval target with its retrieval config loaded (its index opens later)."""
+    from harness.rag_target import RagTarget, RetrievalTarget, load_source
+
     spec = config.target
     try:
         source = load_source(
@@ -191,6 +196,7 @@ def load_suite(
             prompt = prompt_from_file(file, display=shown)
 
     target: Target
+    retrieval: RetrievalTarget | None = None
     if config.target.type == "chat":
         assert prompt is not None
         target = ChatTarget(prompt)
@@ -211,7 +217,7 @@ def load_suite(
                 raise doc.error(exc.message, ("target", "tools", index)) from None
         target = AgentTarget(prompt, tools, config.target.max_steps)
     elif config.target.type in ("rag", "retrieval"):
-        target = _retrieval_target(config, prompt, doc, project_dir, suite_dir)
+        target = retrieval = _retrieval_target(config, prompt, doc, project_dir, suite_dir)
     else:
         try:
             function = load_function(
@@ -223,8 +229,8 @@ def load_suite(
 
     clients = ClientPool()
     services: dict[str, Any] = {"clients": clients}
-    if isinstance(target, RetrievalTarget):  # retrieval scorers read its top_k and embedder
-        services["retrieval"] = target.source
+    if retrieval is not None:  # retrieval scorers read its top_k and embedder
+        services["retrieval"] = retrieval.source
     env = ScorerEnv(project_dir=project_dir, base_dir=suite_dir, services=services)
     scorers: list[Scorer] = []
     for index, spec in enumerate(config.scorers):

@@ -1,5 +1,6 @@
-"""Tests for harness/committer.py (results committed in a thread of their own, so a commit
-waiting for SQLite's write lock never stalls the event loop) and harness/gcpolicy.py."""
+"""Tests for harness/committer.py (results committed on the loop without ever waiting for
+SQLite's write lock; results that cost nothing to redo committed in batches) and
+harness/gcpolicy.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from harness import committer as committer_module
 from harness import gcpolicy
 from harness.committer import Committer
 from harness.store import ResultRow, ScoreRow, Store
@@ -132,6 +136,98 @@ async def test_a_failed_commit_fails_the_saves_waiting_for_it(tmp_path: Path) ->
         pass
     else:
         raise AssertionError("a result that could not be committed was reported saved")
+    store.close()
+
+
+def counting_writes(store: Store) -> list[int]:
+    """The results of each transaction `store.write` commits, in order."""
+    commits: list[int] = []
+    write = store.write
+
+    def counting(results: list[ResultRow], cache: dict[str, Any]) -> int:
+        written = write(results, cache)
+        commits.append(written)
+        return written
+
+    store.write = counting  # type: ignore[method-assign]
+    return commits
+
+
+async def test_unwaited_results_return_at_once_and_share_a_commit(tmp_path: Path) -> None:
+    path = tmp_path / "evals.db"
+    store = Store.open(path)
+    store.create_run("r1", "suite", {})
+    committer = Committer(store)
+    commits = counting_writes(store)
+    for i in range(100):
+        await committer.save(result("r1", f"c{i}"), wait=False)
+    assert stored(path, "r1") == 0  # returned before any commit
+    await asyncio.sleep(committer_module.BATCH_S * 4)
+    assert stored(path, "r1") == 100 and commits == [100]  # one commit, within BATCH_S
+    await committer.drain()
+    store.close()
+
+
+async def test_a_waited_save_brings_the_batched_commit_forward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(committer_module, "BATCH_S", 3600.0)
+    path = tmp_path / "evals.db"
+    store = Store.open(path)
+    store.create_run("r1", "suite", {})
+    committer = Committer(store)
+    commits = counting_writes(store)
+    for i in range(5):
+        await committer.save(result("r1", f"free{i}"), wait=False)
+    await asyncio.wait_for(committer.save(result("r1", "paid")), timeout=10)
+    assert stored(path, "r1") == 6 and commits == [6]
+    await committer.drain()
+    store.close()
+
+
+async def test_enough_unwaited_results_are_committed_without_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(committer_module, "BATCH_S", 3600.0)
+    path = tmp_path / "evals.db"
+    store = Store.open(path)
+    store.create_run("r1", "suite", {})
+    committer = Committer(store)
+    for i in range(committer_module.BATCH_RESULTS):
+        await committer.save(result("r1", f"c{i}"), wait=False)
+    await asyncio.sleep(0.05)
+    assert stored(path, "r1") == committer_module.BATCH_RESULTS
+    await committer.drain()
+    store.close()
+
+
+async def test_drain_commits_unwaited_results_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(committer_module, "BATCH_S", 3600.0)
+    path = tmp_path / "evals.db"
+    store = Store.open(path)
+    store.create_run("r1", "suite", {})
+    committer = Committer(store)
+    await committer.save(result("r1", "c1"), wait=False)
+    await asyncio.wait_for(committer.drain(), timeout=10)
+    assert stored(path, "r1") == 1
+    store.close()
+
+
+async def test_a_failed_commit_nobody_waited_for_is_raised_by_the_next_save_and_drain(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "evals.db"
+    store = Store.open(path)
+    committer = Committer(store)  # no run row: the results' foreign key fails
+    await committer.save(result("no-such-run", "c1"), wait=False)
+    await asyncio.sleep(committer_module.BATCH_S * 4)
+    with pytest.raises(sqlite3.IntegrityError):
+        await committer.save(result("no-such-run", "c2"), wait=False)
+    await committer.save(result("no-such-run", "c3"), wait=False)
+    with pytest.raises(sqlite3.IntegrityError):
+        await committer.drain()
     store.close()
 
 

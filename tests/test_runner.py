@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,14 +25,16 @@ from helpers import (
     model_entry,
     result_rows,
     run_records,
+    threaded_server,
 )
 
+from harness.committer import Committer
 from harness.errors import RunAborted
-from harness.fakeserver import FakeServer, Faults, Reply
+from harness.fakeserver import FakeServer, Faults, Reply, echo_or_script
 from harness.runner import Runner, RunOptions, _wilson_low, execute
 from harness.store import Store
 from harness.suite import load_suite
-from harness.summary import wilson_interval
+from harness.summary import _percentile, wilson_interval
 
 FakeServerFactory = Callable[..., Awaitable[FakeServer]]
 
@@ -179,6 +182,19 @@ def test_closed_form_wilson_interval_matches_scipy(k: int, n: int) -> None:
     assert _wilson_low(k, n) == pytest.approx(ci.low, abs=1e-9)
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 10, 101])
+def test_summary_percentiles_match_numpy(size: int) -> None:
+    import random
+
+    import numpy as np
+
+    rng = random.Random(size)
+    values = [rng.uniform(0, 1000) for _ in range(size)] + [7] * (size % 3)
+    for q in (0, 1, 50, 90, 95, 99, 100):
+        assert _percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-12)
+    assert _percentile([], 50) is None
+
+
 # --- results ---------------------------------------------------------------------------------
 
 
@@ -279,3 +295,42 @@ def json_text(value: Any) -> str:
     import json
 
     return json.dumps(value).replace('"api_key_env"', '"env"')
+
+
+# --- which results wait for their commit ----------------------------------------------------
+
+
+def judge_passes(body: dict[str, Any]) -> Reply:
+    if body.get("model") != "fake-judge":
+        return echo_or_script(body)
+    return Reply(json.dumps({"reason": "fine", "score": 1}))
+
+
+def test_only_results_that_cost_nothing_to_redo_skip_waiting_for_their_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result whose every model call (the judge's too) came from the response cache is
+    committed with others a moment later; one that paid for a call is committed first."""
+    waits: list[bool] = []
+    save = Committer.save
+
+    async def recording(self: Committer, result: Any, wait: bool = True) -> None:
+        waits.append(wait)
+        await save(self, result, wait)
+
+    monkeypatch.setattr(Committer, "save", recording)
+    with threaded_server(responder=judge_passes) as server:
+        judge = {**model_entry(server.url), "id": "openai/fake-judge"}
+        scorers = [{"type": "judge", "rubric": "correctness", "judge": judge}]
+        project = make_project(tmp_path, server.url, n=4, scorers=scorers, thresholds={})
+        run(project)  # every call live
+        assert waits == [True] * 4
+        waits.clear()
+        run(project)  # target and judge answered from the cache
+        assert waits == [False] * 4
+        waits.clear()
+        project.suite_data["scorers"] = [{**scorers[0], "rubric": "helpfulness"}]
+        project.write()
+        run(project)  # target cached, the judge (a new rubric) called
+        assert waits == [True] * 4
+    assert len(server.requests) == 12  # 4 target + 4 judge, then 4 judge (new rubric)

@@ -272,12 +272,14 @@ def get_trace(db: Database, trace_id: str) -> list[SpanRecord]:
     return [_span(row) for row in rows]
 
 
-def get_span(db: Database, span_id: str) -> SpanRecord | None:
-    """One span by its hex span id, or None."""
+def get_span(db: Database, trace_id: str, span_id: str) -> SpanRecord | None:
+    """One span by its hex trace and span ids, or None (found through the trace's index)."""
     with _open(db) as conn:
         if conn is None:
             return None
-        row = conn.execute(f"{_SPAN_SELECT} WHERE s.span_id = ? LIMIT 1", (span_id,)).fetchone()
+        row = conn.execute(
+            f"{_SPAN_SELECT} WHERE s.trace_id = ? AND s.span_id = ? LIMIT 1", (trace_id, span_id)
+        ).fetchone()
     return _span(row) if row else None
 
 

@@ -4,6 +4,8 @@
 index is opened or a model embeds.
 """
 
+from typing import Any
+
 from harness.rag.config import (
     Chunking,
     CorpusSource,
@@ -13,13 +15,19 @@ from harness.rag.config import (
     load_retrieval_config,
     retrieval_file,
 )
-from harness.rag.index import (
-    BuildStats,
-    RetrievalIndex,
-    RetrievedChunk,
-    index_version,
-    open_index,
-)
+
+# The index module brings numpy (~60 ms of import): it loads at first use of one of its names,
+# so suites without retrieval (which import the config module, for its artifact kind) skip it.
+_INDEX_NAMES = ("BuildStats", "RetrievalIndex", "RetrievedChunk", "index_version", "open_index")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _INDEX_NAMES:
+        from harness.rag import index
+
+        return getattr(index, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BuildStats",

@@ -7,15 +7,17 @@ import asyncio
 import math
 import re
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from harness.errors import ConfigError, ScorerError
-from harness.rag.embedding import Embedder, resolve_model
 from harness.scorers.base import Score, ScoreContext, Scorer, ScorerEnv, ScorerOptions, register
 from harness.scorers.retrieval import EXPECTED, RETRIEVAL_SERVICE, item_text, retrieved_items
 from harness.scorers.rules import IContains, IContainsOptions, Needle, clip, output_text
+
+if TYPE_CHECKING:  # the embedding stack (numpy, the index) loads only when a scorer embeds
+    from harness.rag.embedding import Embedder
 
 
 class ContainsReferenceOptions(IContainsOptions):
@@ -128,6 +130,8 @@ class EmbeddingSimilarity(Scorer):
     def _embed(self, texts: list[str]) -> list[list[float]]:
         if self.options.model is not None:
             if self._embedder is None:
+                from harness.rag.embedding import Embedder, resolve_model
+
                 self._embedder = Embedder(resolve_model(self.options.model))
             return [list(map(float, v)) for v in self._embedder.encode(texts)]
         assert self._retrieval is not None

@@ -163,8 +163,8 @@ def _text(value: Any) -> str | None:
 
 def span_detail(conn: sqlite3.Connection, trace_id: str, span_id: str) -> dict[str, Any] | None:
     """One span's attributes, events, links and resource (JSON-ready), or None."""
-    span = tracing.get_span(conn, span_id)
-    if span is None or span["trace_id"] != trace_id:
+    span = tracing.get_span(conn, trace_id, span_id)
+    if span is None:
         return None
     return {
         "span_id": span["span_id"],

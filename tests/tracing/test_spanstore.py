@@ -46,7 +46,7 @@ def test_round_trip_keeps_ids_parents_attributes_events_status(
     assert [s["name"] for s in spans] == ["case", "chat gpt-4o-mini", "execute_tool t"]
     for original in finished:
         span_id = format(original.context.span_id, "016x")
-        stored = get_span(tmp_path / "runs.sqlite", span_id)
+        stored = get_span(tmp_path / "runs.sqlite", trace_id, span_id)
         assert stored is not None
         assert stored["trace_id"] == trace_id
         expected_parent = (
@@ -104,10 +104,25 @@ def test_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Path) -> None
     SpanStore(path).close()
     SpanStore(path).close()
     conn = sqlite3.connect(path)
-    assert schema_version(conn) == SCHEMA_VERSION == 1
+    assert schema_version(conn) == SCHEMA_VERSION == 2
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"spans_trace", "spans_run"} <= indexes
+    assert "spans_span" not in indexes  # dropped by version 2: random ids made writes costly
+
+
+def test_version_1_stores_lose_the_span_id_index(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    SpanStore(path).close()
+    conn = sqlite3.connect(path)  # as version 1 left it
+    conn.execute("CREATE INDEX spans_span ON spans (span_id)")
+    conn.execute("UPDATE tracing_meta SET value = '1' WHERE key = 'spans_schema_version'")
+    conn.commit()
+    SpanStore(path).close()
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "spans_span" not in indexes and "spans_trace" in indexes
+    assert schema_version(conn) == 2
+    conn.close()
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -92,7 +92,9 @@ def test_get_trace_and_span_tree(store_path: Path) -> None:
     ]
     evaluator = root["children"][2]
     assert [g["name"] for g in evaluator["children"]] == ["chat smollm2"]
-    assert get_span(store_path, evaluator["span_id"])["span_kind"] == "EVALUATOR"  # type: ignore[index]
+    span = get_span(store_path, evaluator["trace_id"], evaluator["span_id"])
+    assert span is not None and span["span_kind"] == "EVALUATOR"
+    assert get_span(store_path, "f" * 32, evaluator["span_id"]) is None  # not in that trace
 
 
 def test_span_tree_keeps_orphans_as_roots(store_path: Path) -> None:
@@ -114,7 +116,7 @@ def test_queries_accept_an_open_connection(store_path: Path) -> None:
 
 def test_unknown_and_missing_stores_read_as_empty(tmp_path: Path, store_path: Path) -> None:
     assert get_trace(store_path, "0" * 32) == []
-    assert get_span(store_path, "0" * 16) is None
+    assert get_span(store_path, "0" * 32, "0" * 16) is None
     missing = tmp_path / "missing.sqlite"
     assert list_traces(missing) == []
     assert count_traces(missing) == 0
