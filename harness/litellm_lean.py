@@ -2,8 +2,9 @@
 
 litellm spends ~2-3 ms of CPU on each call (at concurrency 50 that, not the network, bounds a
 run). Our calls skip the parts whose results nobody reads: pricing (we price calls ourselves),
-logging (we trace calls ourselves), response metadata (`_hidden_params`), and repeated
-model-info lookups; and litellm's request set-up runs on the event loop instead of in a thread.
+logging (we trace calls ourselves), response metadata (`_hidden_params`), repeated model-info
+lookups, and cookie handling of responses that set none; and litellm's request set-up runs on
+the event loop instead of in a thread.
 Each trim applies only to our calls (a context variable) and only while no litellm callback is
 registered, so a user's own litellm logging (Langfuse, ...) still sees every call, priced, as
 litellm ships it. The trims are tied to the pinned litellm (1.106.2): any internal that is
@@ -51,6 +52,7 @@ def install(litellm: Any) -> None:
     _skip_response_metadata()
     _remember_bridge_checks(litellm)
     _fast_provider_values()
+    _skip_cookieless_extraction()
 
 
 def _lean_only(owner: Any, name: str, make: Callable[[Any], Callable[..., Any]]) -> None:
@@ -165,6 +167,28 @@ def _fast_provider_values() -> None:
         return
     if "value" not in LlmProviders.__dict__:
         type.__setattr__(LlmProviders, "value", property(attrgetter("_value_")))
+
+
+def _skip_cookieless_extraction() -> None:
+    """httpx (litellm's HTTP client) hands every response to `http.cookiejar`, building two
+    adapter objects and scanning headers (~5% of a call's CPU), even when the response sets
+    no cookie, where that does nothing. On our calls such a response skips it."""
+    try:
+        import httpx
+    except ImportError:
+        return
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def extract_cookies(self: Any, response: Any) -> None:
+            headers = response.headers  # case-insensitive
+            if _LEAN_CALL.get() and "set-cookie" not in headers and "set-cookie2" not in headers:
+                return
+            original(self, response)
+
+        return extract_cookies
+
+    _lean_only(httpx.Cookies, "extract_cookies", make)
 
 
 def allowed(litellm: Any) -> bool:

@@ -81,3 +81,20 @@ def test_provider_values_read_fast_are_the_same_values() -> None:
     assert [p.value for p in LlmProviders] == [p._value_ for p in LlmProviders]
     assert LlmProviders("hosted_vllm") is LlmProviders.HOSTED_VLLM
     assert LlmProviders.OPENAI.value == "openai"
+
+
+def test_our_calls_still_keep_cookies_a_response_sets() -> None:
+    import httpx
+
+    litellm_module()  # puts the trims in place
+    assert getattr(httpx.Cookies.extract_cookies, "_evals_lean", False)
+    request = httpx.Request("GET", "https://provider.test/v1/chat/completions")
+    setting = httpx.Response(200, headers={"Set-Cookie": "session=s1; Path=/"}, request=request)
+    cookies = httpx.Cookies()
+    token = litellm_lean._LEAN_CALL.set(True)
+    try:
+        cookies.extract_cookies(setting)
+        cookies.extract_cookies(httpx.Response(200, request=request))  # sets none: skipped
+    finally:
+        litellm_lean._LEAN_CALL.reset(token)
+    assert dict(cookies) == {"session": "s1"}
