@@ -396,12 +396,15 @@ class Runner:
         self._queues = workers_mod.fill_queues(
             context, {k: list(v) for k, v in queues.items()}, processes
         )
-        for _ in range(processes - 1):
-            child = context.Process(
-                target=workers_mod.child_main, args=(self.worker_spec, self._queues), daemon=True
-            )
-            child.start()
-            self._children.append(child)
+        with workers_mod.main_module_hidden():
+            for _ in range(processes - 1):
+                child = context.Process(
+                    target=workers_mod.child_main,
+                    args=(self.worker_spec, self._queues),
+                    daemon=True,
+                )
+                child.start()
+                self._children.append(child)
         self._shared = True
         cases = {case.id: case for case in self.suite.cases}
         return {
@@ -681,15 +684,17 @@ def load_for_run(
     store_path: Path,
     options: RunOptions,
     model_ids: list[str] | None,
+    check_cases: bool = True,
 ) -> Suite:
     """Load and validate a suite, check its models, and prepare its target (e.g. open a rag
-    index). Writes nothing to the run store."""
+    index). Writes nothing to the run store. A worker process passes `check_cases=False`."""
     suite = load_suite(
         suite_path,
         project_dir=project_dir,
         selection=options.selection,
         model_ids=model_ids,
         resolve_prompt=prompt_resolver(store_path, project_dir),
+        check_cases=check_cases,
     )
     for index, model in enumerate(suite.models):
         try:

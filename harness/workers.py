@@ -7,9 +7,12 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +110,23 @@ def spawn_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+@contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """Processes spawned in this block do not run the parent's main module again (for
+    `evals`, its console script: the whole CLI, ~0.1 s of imports before a child can take
+    work). A child runs `child_main`, whose arguments refer to nothing in `__main__`."""
+    main = sys.modules["__main__"]
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    try:  # multiprocessing's spawn reads these two to run the module again in the child
+        main.__spec__ = None
+        if "__file__" in saved:
+            del main.__file__
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
 def exit_with_parent(poll_s: float = 0.1) -> None:
     """Quit as soon as the parent dies (kill -9): an orphan would go on calling the provider
     and writing results while the user resumes the run, so cases would run twice."""
@@ -133,5 +153,6 @@ def child_main(spec: WorkerSpec, queues: dict[str, Any]) -> None:
         store_path=spec.store_path,
         options=spec.options,
         model_ids=spec.model_ids,
+        check_cases=False,  # the parent rendered every case before starting the run
     )
     run_worker_process(suite, spec, queues)

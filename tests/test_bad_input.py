@@ -150,6 +150,20 @@ def test_template_variable_missing_from_a_case(project: Project) -> None:
     assert "case 'c000'" in line
 
 
+def test_only_a_runs_worker_process_skips_rendering_every_case(project: Project) -> None:
+    from harness.errors import ConfigError
+    from harness.suite import load_suite
+
+    prompt = copy.deepcopy(DEFAULT_PROMPT)
+    prompt["messages"][1]["content"] += " {{ country }}"
+    write_yaml(project.prompt_path, prompt)
+    with pytest.raises(ConfigError, match="'country' is undefined"):
+        load_suite(project.suite, project_dir=project.root)
+    # A worker process loads a suite its parent has validated: no second pass over the cases.
+    suite = load_suite(project.suite, project_dir=project.root, check_cases=False)
+    assert len(suite.cases) == len(project.rows)
+
+
 def test_template_syntax_error_in_a_prompt(project: Project) -> None:
     prompt = copy.deepcopy(DEFAULT_PROMPT)
     prompt["messages"][1]["content"] = "{{ question "

@@ -93,3 +93,40 @@ def test_a_store_that_fails_mid_run_ends_the_run_promptly(tmp_path: Path) -> Non
         assert proc.returncode != 0
         assert "scores" in err
         assert server.stats.total < 10_000  # it stopped: the rest of the work was not sent
+
+
+MAIN_SCRIPT = """
+import os, sys
+from pathlib import Path
+if __name__ == "__mp_main__":  # the parent's main script, run again in a spawned child
+    Path(os.environ["MARKER"]).write_text("ran")
+if __name__ == "__main__":
+    import multiprocessing
+    from harness import workers
+    context = workers.spawn_context()
+    main = sys.modules["__main__"]
+    before = (main.__file__, main.__spec__)
+    if sys.argv[1] == "hidden":
+        with workers.main_module_hidden():
+            child = context.Process(target=os.getpid)
+            child.start()
+    else:
+        child = context.Process(target=os.getpid)
+        child.start()
+    child.join()
+    assert child.exitcode == 0 and (main.__file__, main.__spec__) == before
+"""
+
+
+def test_worker_processes_do_not_run_the_parents_main_script_again(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "main.py"
+    script.write_text(MAIN_SCRIPT)
+    for mode, reran in (("plain", True), ("hidden", False)):
+        marker = tmp_path / f"marker-{mode}"
+        env = {**os.environ, "MARKER": str(marker)}
+        subprocess.run([sys.executable, str(script), mode], env=env, check=True, timeout=60)
+        assert marker.exists() is reran, mode  # the plain case shows the test can tell
