@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +154,26 @@ def counting_writes(store: Store) -> list[int]:
     return commits
 
 
-async def test_unwaited_results_return_at_once_and_share_a_commit(tmp_path: Path) -> None:
+@pytest.fixture
+def run_store(tmp_path: Path) -> Iterator[tuple[Path, Store]]:
+    """A store holding run r1, and its path."""
     path = tmp_path / "evals.db"
     store = Store.open(path)
     store.create_run("r1", "suite", {})
+    yield path, store
+    store.close()
+
+
+@pytest.fixture
+def no_batch_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unwaited results are never committed for their delay alone (it is an hour)."""
+    monkeypatch.setattr(committer_module, "BATCH_S", 3600.0)
+
+
+async def test_unwaited_results_return_at_once_and_share_a_commit(
+    run_store: tuple[Path, Store],
+) -> None:
+    path, store = run_store
     committer = Committer(store)
     commits = counting_writes(store)
     for i in range(100):
@@ -165,16 +182,13 @@ async def test_unwaited_results_return_at_once_and_share_a_commit(tmp_path: Path
     await asyncio.sleep(committer_module.BATCH_S * 4)
     assert stored(path, "r1") == 100 and commits == [100]  # one commit, within BATCH_S
     await committer.drain()
-    store.close()
 
 
+@pytest.mark.usefixtures("no_batch_timer")
 async def test_a_waited_save_brings_the_batched_commit_forward(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_store: tuple[Path, Store],
 ) -> None:
-    monkeypatch.setattr(committer_module, "BATCH_S", 3600.0)
-    path = tmp_path / "evals.db"
-    store = Store.open(path)
-    store.create_run("r1", "suite", {})
+    path, store = run_store
     committer = Committer(store)
     commits = counting_writes(store)
     for i in range(5):
@@ -182,37 +196,28 @@ async def test_a_waited_save_brings_the_batched_commit_forward(
     await asyncio.wait_for(committer.save(result("r1", "paid")), timeout=10)
     assert stored(path, "r1") == 6 and commits == [6]
     await committer.drain()
-    store.close()
 
 
+@pytest.mark.usefixtures("no_batch_timer")
 async def test_enough_unwaited_results_are_committed_without_delay(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_store: tuple[Path, Store],
 ) -> None:
-    monkeypatch.setattr(committer_module, "BATCH_S", 3600.0)
-    path = tmp_path / "evals.db"
-    store = Store.open(path)
-    store.create_run("r1", "suite", {})
+    path, store = run_store
     committer = Committer(store)
     for i in range(committer_module.BATCH_RESULTS):
         await committer.save(result("r1", f"c{i}"), wait=False)
     await asyncio.sleep(0.05)
     assert stored(path, "r1") == committer_module.BATCH_RESULTS
     await committer.drain()
-    store.close()
 
 
-async def test_drain_commits_unwaited_results_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(committer_module, "BATCH_S", 3600.0)
-    path = tmp_path / "evals.db"
-    store = Store.open(path)
-    store.create_run("r1", "suite", {})
+@pytest.mark.usefixtures("no_batch_timer")
+async def test_drain_commits_unwaited_results_at_once(run_store: tuple[Path, Store]) -> None:
+    path, store = run_store
     committer = Committer(store)
     await committer.save(result("r1", "c1"), wait=False)
     await asyncio.wait_for(committer.drain(), timeout=10)
     assert stored(path, "r1") == 1
-    store.close()
 
 
 async def test_a_failed_commit_nobody_waited_for_is_raised_by_the_next_save_and_drain(
