@@ -286,6 +286,40 @@ class ResultRow:
         return cls(**fields)
 
 
+def _result_values(r: ResultRow) -> tuple[Any, ...]:
+    """A result as a `results` row (column order)."""
+    return (
+        r.run_id,
+        r.case_id,
+        r.model,
+        r.epoch,
+        r.status,
+        r.score,
+        r.output,
+        r.error,
+        r.error_kind,
+        r.latency_ms,
+        r.input_tokens,
+        r.output_tokens,
+        r.cost_usd,
+        int(r.cached),
+        r.attempts,
+        r.trace_id,
+        _dumps(r.case_data),
+        _dumps(r.detail),
+        r.created_at or time.time(),
+    )
+
+
+def _score_values(r: ResultRow) -> list[tuple[Any, ...]]:
+    """A result's scores as `scores` rows (column order)."""
+    return [
+        (r.run_id, r.case_id, r.model, r.epoch, s.scorer, s.status, s.value, s.reason,
+         _dumps(s.detail))
+        for s in r.scores
+    ]  # fmt: skip
+
+
 # The fields of a result and of a score that may hold text from a model, a user or a dataset.
 _RESULT_TEXT = ("output", "error", "case_data", "detail")
 _SCORE_TEXT = ("reason", "detail")
@@ -564,53 +598,8 @@ class Store:
             return 0
         with self.transaction():
             self._supersede([(r.run_id, r.case_id, r.model, r.epoch) for r in results])
-            self._insert(
-                "results",
-                19,
-                [
-                    (
-                        r.run_id,
-                        r.case_id,
-                        r.model,
-                        r.epoch,
-                        r.status,
-                        r.score,
-                        r.output,
-                        r.error,
-                        r.error_kind,
-                        r.latency_ms,
-                        r.input_tokens,
-                        r.output_tokens,
-                        r.cost_usd,
-                        int(r.cached),
-                        r.attempts,
-                        r.trace_id,
-                        _dumps(r.case_data),
-                        _dumps(r.detail),
-                        r.created_at or time.time(),
-                    )
-                    for r in results
-                ],
-            )
-            self._insert(
-                "scores",
-                9,
-                [
-                    (
-                        r.run_id,
-                        r.case_id,
-                        r.model,
-                        r.epoch,
-                        s.scorer,
-                        s.status,
-                        s.value,
-                        s.reason,
-                        _dumps(s.detail),
-                    )
-                    for r in results
-                    for s in r.scores
-                ],
-            )
+            self._insert("results", 19, [_result_values(r) for r in results])
+            self._insert("scores", 9, [values for r in results for values in _score_values(r)])
             if cache:
                 self._insert("response_cache", 4, list(cache.values()))
         return len(results)
@@ -714,8 +703,38 @@ class Store:
             out.append(ResultRow.from_db(row, scores.get((row[1], row[2], row[3]), [])))
         return out
 
-    def import_run(self, run: dict[str, Any], results: Iterable[ResultRow]) -> None:
-        """Insert a whole run (from a run file) atomically; refuses an id already present."""
+    def superseded(self, run_id: str) -> list[tuple[ResultRow, float]]:
+        """A run's superseded results (earlier attempts a resume ran again), each with its
+        scores and when it was superseded, oldest first."""
+        scores: dict[tuple[str, str, int, float], list[ScoreRow]] = {}
+        for row in self.conn.execute(
+            "SELECT case_id, model, epoch, superseded_at, scorer, status, value, reason, detail "
+            "FROM superseded_scores WHERE run_id = ? ORDER BY rowid",
+            (run_id,),
+        ):
+            scores.setdefault(row[:4], []).append(
+                ScoreRow(row[4], row[5], row[6], row[7] or "", _loads(row[8]))
+            )
+        out = []
+        for row in self.conn.execute(
+            "SELECT * FROM superseded_results WHERE run_id = ? ORDER BY superseded_at, rowid",
+            (run_id,),
+        ):
+            at = row[-1]
+            out.append(
+                (ResultRow.from_db(row[:-1], scores.get((row[1], row[2], row[3], at), [])), at)
+            )
+        return out
+
+    def import_run(
+        self,
+        run: dict[str, Any],
+        results: Iterable[ResultRow],
+        superseded: Iterable[tuple[ResultRow, float]] = (),
+    ) -> None:
+        """Insert a whole run (from a run file) atomically; refuses an id already present.
+        `superseded`: its earlier attempts, with when each was superseded (`superseded`)."""
+        earlier = [(_redacted(r), at) for r, at in superseded]
         with self.transaction():
             exists = self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run["id"],)).fetchone()
             if exists:
@@ -731,6 +750,12 @@ class Store:
                     _dumps(run["manifest"]),
                     _dumps(run.get("summary")),
                 ),
+            )
+            self._insert("superseded_results", 20, [(*_result_values(r), at) for r, at in earlier])
+            self._insert(
+                "superseded_scores",
+                10,
+                [(*values, at) for r, at in earlier for values in _score_values(r)],
             )
         for result in results:
             self.add_result(result)

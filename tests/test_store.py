@@ -269,6 +269,52 @@ def test_import_run_refuses_a_duplicate_id(tmp_path: Path) -> None:
         assert store.results("r1") == []
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_run_file_carries_the_runs_superseded_results(tmp_path: Path, suffix: str) -> None:
+    from harness.runfile import import_run_file, write_run_file
+
+    with Store.open(tmp_path / "a.db") as store:
+        store.create_run("r1", "s", {})
+        for attempt in ("error", "fail", "pass"):  # a resume ran c1 again, twice
+            first = replace(result("r1", "c1", attempt), created_at=1.0)
+            first.scores = [ScoreRow("equals", attempt, None, f"attempt {attempt}")]
+            store.add_result(first)
+            store.add_result(replace(result("r1", f"other-{attempt}"), created_at=1.0))
+            store.flush()
+        history = store.superseded("r1")
+        path = tmp_path / f"run{suffix}"
+        write_run_file(store, "r1", path)
+        current = store.results("r1")
+    assert [(r.case_id, r.status, r.scores[0].reason) for r, _ in history] == [
+        ("c1", "error", "attempt error"),
+        ("c1", "fail", "attempt fail"),
+    ]
+    with Store.open(tmp_path / "b.db") as other:
+        _, imported = import_run_file(other, path)
+        assert imported == 4
+        assert other.superseded("r1") == history  # results, scores and when, all kept
+        assert other.results("r1") == current
+
+
+def test_a_schema_1_run_file_still_imports(tmp_path: Path) -> None:
+    import json
+
+    from harness.runfile import import_run_file, write_run_file
+
+    with Store.open(tmp_path / "a.db") as store:
+        store.create_run("r1", "s", {})
+        store.add_result(result("r1", "c1"))
+        store.flush()
+        write_run_file(store, "r1", tmp_path / "run.jsonl")
+    lines = (tmp_path / "run.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    header["schema"] = 1  # as files were written before superseded results were exported
+    (tmp_path / "old.jsonl").write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    with Store.open(tmp_path / "b.db") as other:
+        assert import_run_file(other, tmp_path / "old.jsonl")[1] == 1
+        assert other.superseded("r1") == []
+
+
 def test_results_are_visible_while_the_run_goes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
