@@ -181,6 +181,7 @@ class Runner:
     ) -> None:
         self.suite = suite
         self.worker_spec = worker_spec  # how a child process rebuilds this run (None: no children)
+        self.early: workers_mod.EarlyStart | None = None  # children started before validation
         self._children: list[Any] = []
         self._queues: dict[str, Any] = {}
         self._shared = False
@@ -265,6 +266,8 @@ class Runner:
                 client is not None and is_local(client.model.id) for client in self.clients.values()
             ),
         )
+        if self.early is not None:
+            processes = self.early.spec.processes  # they were started for that many
         sources: dict[str, Any]
         if processes > 1 and self.worker_spec is not None and pending > 1:
             sources = self._start_children(queues, processes)
@@ -392,10 +395,21 @@ class Runner:
         for client in self.clients.values():
             if client is not None:
                 client.share(processes)
+        pending = {k: list(v) for k, v in queues.items()}
+        early, self.early = self.early, None
+        if early is not None:  # started before the run was validated: give them the work
+            early.taken = True
+            self._queues = workers_mod.fill_queues(early.context, pending, processes, early.queues)
+            self._children = list(early.children)
+            early.spec.go.set()
+            self._shared = True
+            cases = {case.id: case for case in self.suite.cases}
+            return {
+                label: workers_mod.SharedSource(queue, cases)
+                for label, queue in self._queues.items()
+            }
         context = workers_mod.spawn_context()
-        self._queues = workers_mod.fill_queues(
-            context, {k: list(v) for k, v in queues.items()}, processes
-        )
+        self._queues = workers_mod.fill_queues(context, pending, processes)
         with workers_mod.main_module_hidden():
             for _ in range(processes - 1):
                 child = context.Process(
@@ -685,9 +699,11 @@ def load_for_run(
     options: RunOptions,
     model_ids: list[str] | None,
     check_cases: bool = True,
+    on_loaded: Callable[[Suite], None] | None = None,
 ) -> Suite:
     """Load and validate a suite, check its models, and prepare its target (e.g. open a rag
-    index). Writes nothing to the run store. A worker process passes `check_cases=False`."""
+    index). Writes nothing to the run store. A worker process passes `check_cases=False`;
+    `on_loaded(suite)` runs between loading the suite and checking its models."""
     suite = load_suite(
         suite_path,
         project_dir=project_dir,
@@ -696,6 +712,8 @@ def load_for_run(
         resolve_prompt=prompt_resolver(store_path, project_dir),
         check_cases=check_cases,
     )
+    if on_loaded is not None:
+        on_loaded(suite)
     for index, model in enumerate(suite.models):
         try:
             check_model(model, where=f"models[{index}]", checks_dir=store_path.parent)
@@ -744,6 +762,25 @@ def run_worker_process(suite: Suite, spec: workers_mod.WorkerSpec, queues: dict[
         store.close()
 
 
+def _start_early(
+    suite: Suite, options: RunOptions, spec: workers_mod.WorkerSpec
+) -> workers_mod.EarlyStart | None:
+    """Start a new run's worker processes as soon as its suite is loaded, before its models
+    are checked: a child loads the suite and imports litellm (~2.5 s) while the parent does
+    the same, instead of after. None when the run will not use them (one process, or a target
+    that prepares an index, which the parent must build first)."""
+    if options.workers == 1 or hasattr(suite.target, "prepare"):
+        return None
+    repeat = options.repeat or suite.config.repeat
+    pending = len(suite.cases) * repeat * max(1, len(suite.models))
+    local = any(is_local(model.id) for model in suite.models)
+    processes = options.workers or workers_mod.auto_workers(pending, local)
+    if processes < 2 or pending < 2:
+        return None
+    labels = [model.label for model in suite.models] or [NO_MODEL]
+    return workers_mod.start_early(spec, labels, processes)
+
+
 def _tracing_counts_key(run_id: str, parent_pid: int) -> str:
     """Prefix of the keys under which a run's worker processes save their tracing counters."""
     return f"run {run_id} parent {parent_pid} worker "
@@ -786,28 +823,47 @@ def execute(
         model_ids = model_ids or [m.get("name") or m["id"] for m in manifest.get("models", [])]
     if suite_path is None:
         raise ConfigError("give a suite file (e.g. evalsets/demo.yaml) or --resume RUN")
-    suite = load_for_run(
-        suite_path,
-        project_dir=project_dir,
-        store_path=store_path,
-        options=options,
-        model_ids=model_ids,
-    )
-    store = Store.open(store_path)
+    run_id = run_id or new_run_id()
+    early: workers_mod.EarlyStart | None = None
+
+    def spec_for(loaded: Suite) -> workers_mod.WorkerSpec:
+        assert suite_path is not None and run_id is not None
+        return workers_mod.WorkerSpec(
+            suite_path=suite_path,
+            project_dir=project_dir,
+            store_path=store_path,
+            run_id=run_id,
+            options=options,
+            model_ids=[m.label for m in loaded.models],
+        )
+
+    def start_children_early(loaded: Suite) -> None:
+        nonlocal early
+        if resume is None:
+            early = _start_early(loaded, options, spec_for(loaded))
+
+    try:
+        suite = load_for_run(
+            suite_path,
+            project_dir=project_dir,
+            store_path=store_path,
+            options=options,
+            model_ids=model_ids,
+            on_loaded=start_children_early,
+        )
+        store = Store.open(store_path)
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
     remember_checked_models(suite.models, store_path.parent)
     handle = _setup_tracing(options, store_path, suite.name)
     try:
         runner = Runner(
             suite, store, options, on_progress=on_progress, run_id=run_id, resume=resume is not None
         )
-        runner.worker_spec = workers_mod.WorkerSpec(
-            suite_path=suite_path,
-            project_dir=project_dir,
-            store_path=store_path,
-            run_id=runner.run_id,
-            options=options,
-            model_ids=[m.label for m in suite.models],
-        )
+        runner.worker_spec = early.spec if early is not None else spec_for(suite)
+        runner.early = early
         if on_start:
             on_start(runner)
 
@@ -844,4 +900,6 @@ def execute(
             store.update_run(outcome.run_id, summary=outcome.summary)
         return outcome
     finally:
+        if early is not None and not early.taken:  # started early, the run never started
+            early.cancel()
         store.close()

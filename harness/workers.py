@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cases import Case
+from harness.errors import ConfigError
 
 # Work travels as (case_id, epoch) chunks; one None per process ends a model's queue.
 Chunk = list[tuple[str, int]]
@@ -77,12 +78,16 @@ def auto_workers(pending: int, local_model: bool) -> int:
 
 
 def fill_queues(
-    context: Any, pending: dict[str, list[tuple[Case, int]]], processes: int
+    context: Any,
+    pending: dict[str, list[tuple[Case, int]]],
+    processes: int,
+    queues: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One queue per model holding its pending items in chunks, then a sentinel per process."""
-    queues: dict[str, Any] = {}
+    """One queue per model (new, or the given ones) holding its pending items in chunks, then
+    a sentinel per process."""
+    queues = dict(queues or {})
     for label, items in pending.items():
-        queue = context.Queue()
+        queue = queues.get(label) or context.Queue()
         size = chunk_size(len(items), processes)
         for start in range(0, len(items), size):
             queue.put([(case.id, epoch) for case, epoch in items[start : start + size]])
@@ -90,6 +95,43 @@ def fill_queues(
             queue.put(None)
         queues[label] = queue
     return queues
+
+
+@dataclass
+class EarlyStart:
+    """Children started before the run was validated, waiting for `spec.go` (`start_early`)."""
+
+    context: Any
+    spec: WorkerSpec
+    queues: dict[str, Any]
+    children: list[Any]
+    taken: bool = False  # the run gave them its work (and joins them)
+
+    def cancel(self) -> None:
+        """The run will not use them (it was refused, or failed to start): stop them. They
+        have written nothing: a child opens the store only once told to go."""
+        for child in self.children:
+            if child.is_alive():
+                child.kill()
+            child.join(5)
+        for queue in self.queues.values():
+            queue.cancel_join_thread()
+            queue.close()
+
+
+def start_early(spec: WorkerSpec, labels: list[str], processes: int) -> EarlyStart:
+    """Start `processes - 1` children for a run about to be validated, with empty queues."""
+    context = spawn_context()
+    spec.processes = processes
+    spec.go = context.Event()
+    queues = {label: context.Queue() for label in labels}
+    children = []
+    with main_module_hidden():
+        for _ in range(processes - 1):
+            child = context.Process(target=child_main, args=(spec, queues), daemon=True)
+            child.start()
+            children.append(child)
+    return EarlyStart(context, spec, queues, children)
 
 
 @dataclass
@@ -103,6 +145,10 @@ class WorkerSpec:
     options: Any
     model_ids: list[str] = field(default_factory=list)
     processes: int = 1
+    # Set by a parent that started its children before validating the run (`start_early`):
+    # a child loads the suite (importing litellm for its model check, in parallel with the
+    # parent's), then waits for this event before it opens the store or takes work.
+    go: Any = None
 
 
 def spawn_context() -> Any:
@@ -147,12 +193,19 @@ def child_main(spec: WorkerSpec, queues: dict[str, Any]) -> None:
     # The parent coordinates Ctrl-C; SIGTERM (sent by the parent) stops taking new work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
-    suite = load_for_run(
-        spec.suite_path,
-        project_dir=spec.project_dir,
-        store_path=spec.store_path,
-        options=spec.options,
-        model_ids=spec.model_ids,
-        check_cases=False,  # the parent rendered every case before starting the run
-    )
+    try:
+        suite = load_for_run(
+            spec.suite_path,
+            project_dir=spec.project_dir,
+            store_path=spec.store_path,
+            options=spec.options,
+            model_ids=spec.model_ids,
+            check_cases=False,  # the parent rendered every case before starting the run
+        )
+    except ConfigError:
+        if spec.go is None:
+            raise
+        os._exit(2)  # started early: the parent, validating the same run, reports the error
+    if spec.go is not None:
+        spec.go.wait()  # the parent validated the run and filled the queues (else: killed)
     run_worker_process(suite, spec, queues)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from harness import workers
-from tests.helpers import make_project, spawn, threaded_server, wait_for_requests
+from tests.helpers import KEY_ENV, make_project, spawn, threaded_server, wait_for_requests
 
 
 def test_chunks_are_small_enough_to_balance_the_tail() -> None:
@@ -130,3 +133,40 @@ def test_worker_processes_do_not_run_the_parents_main_script_again(tmp_path: Pat
         env = {**os.environ, "MARKER": str(marker)}
         subprocess.run([sys.executable, str(script), mode], env=env, check=True, timeout=60)
         assert marker.exists() is reran, mode  # the plain case shows the test can tell
+
+
+def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Worker processes start as soon as the suite is loaded, before its models are checked
+    # (they import litellm meanwhile). A model check that then fails must stop them, with
+    # nothing written and no process left.
+    import multiprocessing
+
+    from harness.errors import ConfigError, HarnessError
+    from harness.runner import RunOptions, execute
+
+    started: list[workers.EarlyStart] = []
+    start_early = workers.start_early
+
+    def recording(*args: Any) -> workers.EarlyStart:
+        started.append(start_early(*args))
+        return started[-1]
+
+    monkeypatch.setattr(workers, "start_early", recording)
+    monkeypatch.delenv(KEY_ENV, raising=False)  # the model check fails: no API key
+    project = make_project(tmp_path, "http://127.0.0.1:9/v1", n=40)
+    options = RunOptions(workers=2)
+    with pytest.raises(ConfigError, match="is not set"):
+        execute(project.suite, project_dir=project.root, store_path=project.store, options=options)
+    assert len(started) == 1 and len(started[0].children) == 1  # it did start one early
+    assert not started[0].children[0].is_alive()
+    assert multiprocessing.active_children() == []
+    assert not project.store.exists()  # nothing written
+    # The child passes its own checks and waits; the parent then fails: it stops the child.
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    project.store.mkdir(parents=True)  # a directory: the store cannot be opened
+    with pytest.raises(HarnessError):
+        execute(project.suite, project_dir=project.root, store_path=project.store, options=options)
+    assert len(started) == 2 and not started[1].children[0].is_alive()
+    assert multiprocessing.active_children() == []
