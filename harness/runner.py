@@ -388,7 +388,8 @@ class Runner:
     ) -> dict[str, Any]:
         """Share the pending work with processes-1 children through chunked queues; each child
         takes chunks as soon as it is up (it imports litellm only at its first call, so one
-        started for a cached re-run costs ~1 s of CPU on the other core). This process keeps
+        started for a cached re-run costs ~1 s of CPU on the other core). Children a new run
+        started before its model check (`_start_early`) get the work now. This process keeps
         its share of each model's concurrency."""
         assert self.worker_spec is not None
         self.worker_spec.processes = processes
@@ -402,23 +403,18 @@ class Runner:
             self._queues = workers_mod.fill_queues(early.context, pending, processes, early.queues)
             self._children = list(early.children)
             early.spec.go.set()
-            self._shared = True
-            cases = {case.id: case for case in self.suite.cases}
-            return {
-                label: workers_mod.SharedSource(queue, cases)
-                for label, queue in self._queues.items()
-            }
-        context = workers_mod.spawn_context()
-        self._queues = workers_mod.fill_queues(context, pending, processes)
-        with workers_mod.main_module_hidden():
-            for _ in range(processes - 1):
-                child = context.Process(
-                    target=workers_mod.child_main,
-                    args=(self.worker_spec, self._queues),
-                    daemon=True,
-                )
-                child.start()
-                self._children.append(child)
+        else:
+            context = workers_mod.spawn_context()
+            self._queues = workers_mod.fill_queues(context, pending, processes)
+            with workers_mod.main_module_hidden():
+                for _ in range(processes - 1):
+                    child = context.Process(
+                        target=workers_mod.child_main,
+                        args=(self.worker_spec, self._queues),
+                        daemon=True,
+                    )
+                    child.start()
+                    self._children.append(child)
         self._shared = True
         cases = {case.id: case for case in self.suite.cases}
         return {
