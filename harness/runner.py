@@ -260,12 +260,7 @@ class Runner:
         if self.on_progress:  # the run is valid and planned: progress may show from now on
             self.on_progress(self.progress)
         pending = sum(len(q) for q in queues.values())
-        processes = self.options.workers or workers_mod.auto_workers(
-            pending,
-            any(
-                client is not None and is_local(client.model.id) for client in self.clients.values()
-            ),
-        )
+        processes = _processes(self.options, self.suite, pending)
         if self.early is not None:
             processes = self.early.spec.processes  # they were started for that many
         sources: dict[str, Any]
@@ -406,15 +401,9 @@ class Runner:
         else:
             context = workers_mod.spawn_context()
             self._queues = workers_mod.fill_queues(context, pending, processes)
-            with workers_mod.main_module_hidden():
-                for _ in range(processes - 1):
-                    child = context.Process(
-                        target=workers_mod.child_main,
-                        args=(self.worker_spec, self._queues),
-                        daemon=True,
-                    )
-                    child.start()
-                    self._children.append(child)
+            self._children = workers_mod.spawn_children(
+                context, self.worker_spec, self._queues, processes - 1
+            )
         self._shared = True
         cases = {case.id: case for case in self.suite.cases}
         return {
@@ -758,6 +747,12 @@ def run_worker_process(suite: Suite, spec: workers_mod.WorkerSpec, queues: dict[
         store.close()
 
 
+def _processes(options: RunOptions, suite: Suite, pending: int) -> int:
+    """Processes sharing a run of `pending` items: as asked, else `workers.auto_workers`."""
+    local = any(is_local(model.id) for model in suite.models)
+    return options.workers or workers_mod.auto_workers(pending, local)
+
+
 def _start_early(
     suite: Suite, options: RunOptions, spec: workers_mod.WorkerSpec
 ) -> workers_mod.EarlyStart | None:
@@ -769,8 +764,7 @@ def _start_early(
         return None
     repeat = options.repeat or suite.config.repeat
     pending = len(suite.cases) * repeat * max(1, len(suite.models))
-    local = any(is_local(model.id) for model in suite.models)
-    processes = options.workers or workers_mod.auto_workers(pending, local)
+    processes = _processes(options, suite, pending)
     if processes < 2 or pending < 2:
         return None
     labels = [model.label for model in suite.models] or [NO_MODEL]
@@ -852,9 +846,9 @@ def execute(
         if early is not None:
             early.cancel()
         raise
-    remember_checked_models(suite.models, store_path.parent)
-    handle = _setup_tracing(options, store_path, suite.name)
     try:
+        remember_checked_models(suite.models, store_path.parent)
+        handle = _setup_tracing(options, store_path, suite.name)
         runner = Runner(
             suite, store, options, on_progress=on_progress, run_id=run_id, resume=resume is not None
         )

@@ -320,6 +320,11 @@ def _score_values(r: ResultRow) -> list[tuple[Any, ...]]:
     ]  # fmt: skip
 
 
+def _score_row(row: tuple[Any, ...]) -> ScoreRow:
+    """A score from its stored (scorer, status, value, reason, detail)."""
+    return ScoreRow(row[0], row[1], row[2], row[3] or "", _loads(row[4]))
+
+
 # The fields of a result and of a score that may hold text from a model, a user or a dataset.
 _RESULT_TEXT = ("output", "error", "case_data", "detail")
 _SCORE_TEXT = ("reason", "detail")
@@ -691,9 +696,7 @@ class Store:
             "WHERE run_id = ? ORDER BY rowid",
             (run_id,),
         ):
-            scores.setdefault((row[0], row[1], row[2]), []).append(
-                ScoreRow(row[3], row[4], row[5], row[6] or "", _loads(row[7]))
-            )
+            scores.setdefault((row[0], row[1], row[2]), []).append(_score_row(row[3:]))
         out = []
         columns = _SUMMARY_COLUMNS if for_summary else "*"
         for row in self.conn.execute(
@@ -712,9 +715,7 @@ class Store:
             "FROM superseded_scores WHERE run_id = ? ORDER BY rowid",
             (run_id,),
         ):
-            scores.setdefault(row[:4], []).append(
-                ScoreRow(row[4], row[5], row[6], row[7] or "", _loads(row[8]))
-            )
+            scores.setdefault(row[:4], []).append(_score_row(row[4:]))
         out = []
         for row in self.conn.execute(
             "SELECT * FROM superseded_results WHERE run_id = ? ORDER BY superseded_at, rowid",

@@ -125,13 +125,18 @@ def start_early(spec: WorkerSpec, labels: list[str], processes: int) -> EarlySta
     spec.processes = processes
     spec.go = context.Event()
     queues = {label: context.Queue() for label in labels}
+    return EarlyStart(context, spec, queues, spawn_children(context, spec, queues, processes - 1))
+
+
+def spawn_children(context: Any, spec: WorkerSpec, queues: dict[str, Any], count: int) -> list[Any]:
+    """Start `count` worker processes taking work from `queues`."""
     children = []
     with main_module_hidden():
-        for _ in range(processes - 1):
+        for _ in range(count):
             child = context.Process(target=child_main, args=(spec, queues), daemon=True)
             child.start()
             children.append(child)
-    return EarlyStart(context, spec, queues, children)
+    return children
 
 
 @dataclass
