@@ -3,6 +3,7 @@ fake servers and store snapshots."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -244,6 +245,23 @@ def run_records(path: Path) -> list[dict[str, Any]]:
     with contextlib.closing(connect_ro(path)) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY created_at")]
+
+
+class LoopTicker:
+    """Counts the event loop's 10 ms ticks from now until `stop`: a loop blocked by a call
+    ticks at most once meanwhile, a free one about every 10 ms."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._task = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            self.ticks += 1
+
+    def stop(self) -> None:
+        self._task.cancel()
 
 
 def wait_for_requests(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import LoopTicker
 
 from harness import committer as committer_module
 from harness import gcpolicy
@@ -63,22 +64,14 @@ async def test_a_commit_waiting_for_the_lock_does_not_stall_the_loop(tmp_path: P
     held = threading.Event()
     holder = hold_write_lock(path, 0.6, held)
     await asyncio.to_thread(held.wait)
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
+    ticker = LoopTicker()
     saves = [asyncio.create_task(committer.save(result("r1", f"c{i}"))) for i in range(5)]
     await asyncio.sleep(0.3)
-    assert ticks >= 10  # the loop ran on while the commit waited
+    assert ticker.ticks >= 10  # the loop ran on while the commit waited
     assert not any(save.done() for save in saves)  # nothing reported before it is committed
     await asyncio.gather(*saves)
     assert stored(path, "r1") == 5  # every save returned only once its result was committed
-    ticker.cancel()
+    ticker.stop()
     await committer.drain()
     holder.join()
     store.close()

@@ -11,6 +11,7 @@ import time
 
 import jsonschema
 import pytest
+from helpers import LoopTicker
 
 from harness import local_llm
 from harness.local_llm import LocalModelUnavailable, acomplete, complete
@@ -83,25 +84,17 @@ def test_json_object_with_schema_is_valid_json(loaded: None) -> None:
 
 @pytest.mark.localmodel
 async def test_acomplete_leaves_the_event_loop_running(loaded: None) -> None:
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticking = asyncio.create_task(ticker())
+    ticker = LoopTicker()
     started = time.perf_counter()
     try:
         response = await acomplete(QUESTION, max_tokens=16)
     finally:
-        ticking.cancel()
+        ticker.stop()
     elapsed = time.perf_counter() - started
 
     assert response["choices"][0]["message"]["content"].strip()
     # A blocked loop would tick at most once; a free one ticks about every 10 ms.
-    assert ticks >= max(3, int(elapsed / 0.01) // 4)
+    assert ticker.ticks >= max(3, int(elapsed / 0.01) // 4)
 
 
 @pytest.mark.localmodel
