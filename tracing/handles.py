@@ -27,7 +27,8 @@ _SCALARS = frozenset({str, bool, int, float})
 
 
 def attribute_value(value: Any) -> Any:
-    """An OTel-legal attribute value: scalars and lists of scalars pass, the rest becomes JSON."""
+    """An OTel-legal attribute value: scalars and sequences of one scalar type pass (as tuples),
+    the rest becomes JSON."""
     if isinstance(value, (str, bool, int, float)):
         return value
     if (
@@ -35,7 +36,7 @@ def attribute_value(value: Any) -> Any:
         and all(isinstance(item, (str, bool, int, float)) for item in value)
         and len({type(item) for item in value}) <= 1
     ):
-        return list(value)
+        return tuple(value)  # as the SDK keeps sequences
     return to_json(value)
 
 

@@ -1,6 +1,7 @@
 """Configure OpenTelemetry tracing for a process: provider, batching, SQLite and OTLP exporters.
 
-The only module that touches the OpenTelemetry SDK. `setup()` builds a `TracerProvider` and,
+With `tracing.lean` (the pipeline's own tracer), the only module that touches the OpenTelemetry
+SDK. `setup()` builds a `TracerProvider` and,
 per exporter, a `CountingBatchSpanProcessor`: a bounded queue drained by one worker thread that
 counts every span it drops when the queue is full (the SDK's batch processor drops silently in
 bursts). Each exporter is wrapped in a `ScrubbingExporter`, so secrets are redacted, and content
@@ -49,9 +50,11 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler, TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, Status, Tracer
 
 from tracing.conventions import OPENINFERENCE_PROJECT_NAME, SERVICE_NAME
+from tracing.lean import LeanSpan, LeanTracer, readable
 from tracing.redact import refresh_secrets
 from tracing.scrub import may_hold_secret, scrub_attributes, scrub_parts
 from tracing.spanstore import SpanStore
@@ -87,7 +90,10 @@ def add_legal_attributes(span: trace.Span, attributes: Mapping[str, Any]) -> Non
     On the SDK's own spans this skips the SDK validating every value again (about 1 µs an
     attribute; a traced eval case sets some 60) when no limit is in play: no value length
     limit and room under the attribute count limit. Any other span, and one that has ended,
-    goes through `set_attributes`."""
+    goes through `set_attributes`. A `LeanSpan` (our own tracer's) takes them as they are."""
+    if type(span) is LeanSpan:
+        span.add_legal(attributes)
+        return
     if _is_plain_sdk_span(type(span)):
         sdk_span: Any = span
         bounded = sdk_span._attributes
@@ -122,7 +128,10 @@ def start_span(
     When no one looks at a span's attributes as it starts (an SDK tracer whose sampler and
     span processors are the SDK's own, or ours, which ignore them), the span starts without
     them and gets them through `add_legal_attributes` at once: the same attributes, in the
-    same order, without the SDK validating each value again."""
+    same order, without the SDK validating each value again. Our own tracer (`LeanTracer`)
+    starts its span with them, unvalidated."""
+    if type(tracer) is LeanTracer:
+        return tracer.start_legal_span(name, kind, attributes)
     if attributes and _attributes_unseen_at_start(tracer):
         span = tracer.start_span(
             name, kind=kind, record_exception=False, set_status_on_exception=False
@@ -203,11 +212,16 @@ class ScrubbingExporter(SpanExporter):
         self.inner = inner
         self.capture_content = capture_content
         self._resources: dict[int, tuple[Resource, Resource]] = {}
+        # Our SQLite exporter stores our own tracer's spans (`LeanSpan`) as they are; any
+        # other exporter gets the SDK's `ReadableSpan`.
+        self._needs_readable = not isinstance(inner, SQLiteSpanExporter)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._all_clean(spans):
-            return self.inner.export(spans)
-        return self.inner.export([self.scrub(span) for span in spans])
+        if not self._all_clean(spans):
+            spans = [self.scrub(span) for span in spans]
+        if self._needs_readable and any(type(span) is LeanSpan for span in spans):
+            spans = [readable(span) for span in spans]
+        return self.inner.export(spans)
 
     def _all_clean(self, spans: Sequence[ReadableSpan]) -> bool:
         """True when every span may leave as it is (what `scrub` would find span by span, the
@@ -518,14 +532,39 @@ class TracingHandle:
         provider: TracerProvider,
         processors: Sequence[CountingBatchSpanProcessor],
         store_path: Path | None,
+        span_limits: SpanLimits | None = None,
     ) -> None:
         self.provider = provider
         self.processors = tuple(processors)
         self.store_path = store_path
+        self.span_limits = span_limits
+        self._lean_tracers: dict[tuple[str, str | None], LeanTracer] = {}
 
     def tracer(self, name: str = "evals-harness", version: str | None = None) -> Tracer:
-        """A tracer of this pipeline (not the global one)."""
-        return self.provider.get_tracer(name, version)
+        """A tracer of this pipeline (not the global one).
+
+        Our own `LeanTracer` (`tracing.lean`) while the provider's span processors are the ones
+        `setup()` gave it and its span limits are known; otherwise (a processor added to
+        `provider` since, say) the SDK's tracer, so every processor sees every span."""
+        sdk_tracer = self.provider.get_tracer(name, version)
+        active: Any = getattr(self.provider, "_active_span_processor", None)
+        if (
+            type(sdk_tracer) is not SdkTracer  # e.g. OTEL_SDK_DISABLED: a no-op tracer
+            or self.span_limits is None
+            or getattr(active, "_span_processors", None) != self.processors
+        ):
+            return sdk_tracer
+        lean = self._lean_tracers.get((name, version))
+        if lean is None or lean.resource is not sdk_tracer.resource:
+            lean = self._lean_tracers[(name, version)] = LeanTracer(
+                sdk_tracer.sampler,
+                sdk_tracer.id_generator,
+                sdk_tracer.resource,
+                self.span_limits,
+                InstrumentationScope(name or "", version or ""),
+                self.processors,
+            )
+        return lean
 
     def force_flush(self, timeout_ms: int = 30_000) -> bool:
         """Export every span ended so far; False on timeout."""
@@ -616,10 +655,8 @@ def setup(
         OPENINFERENCE_PROJECT_NAME: project_name or service_name,
         **(resource_attributes or {}),
     }
-    provider = TracerProvider(
-        resource=Resource.create(attributes),
-        span_limits=SpanLimits(max_span_attributes=max_span_attributes),
-    )
+    limits = SpanLimits(max_span_attributes=max_span_attributes)
+    provider = TracerProvider(resource=Resource.create(attributes), span_limits=limits)
     sinks: list[SpanExporter] = []
     store_path = Path(store) if store is not None else None
     if store_path is not None:
@@ -642,4 +679,4 @@ def setup(
         provider.add_span_processor(processor)
     if set_global:
         trace.set_tracer_provider(provider)
-    return TracingHandle(provider, processors, store_path)
+    return TracingHandle(provider, processors, store_path, limits)

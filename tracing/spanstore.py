@@ -284,11 +284,20 @@ class SpanStore:
         written. Short transactions keep the file's write lock free for the run's own result
         commits (the same file, possibly from another process), which wait while it is held."""
         rows = [self._row(span) for span in spans if span.context is not None]
+        # Labelled over the whole batch, not per transaction: a trace's spans end close
+        # together (its root last), so they are nearly always stored labelled, without the
+        # UPDATE (index lookup, row pages rewritten) a trace split across writes costs.
+        with self._lock:
+            learned = self._label(rows)
         for start in range(0, len(rows), TRANSACTION_SPANS):
-            self._write_rows(rows[start : start + TRANSACTION_SPANS])
+            self._write_rows(rows[start : start + TRANSACTION_SPANS], learned if start == 0 else {})
         return len(rows)
 
-    def _write_rows(self, rows: list[list[Any]]) -> None:
+    def _write_rows(
+        self, rows: list[list[Any]], newly_labelled: dict[str, tuple[str | None, str | None]]
+    ) -> None:
+        """Insert `rows`, and label the spans stored earlier of the traces in `newly_labelled`,
+        in one transaction."""
         with self._lock:
             if self._closed:
                 raise SpanStoreError(f"span store {self.path} is closed")
@@ -296,7 +305,6 @@ class SpanStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 resolved = [self._resolve_resource(conn, row) for row in rows]
-                newly_labelled = self._label(resolved)
                 # One statement for the batch: one SQLite step, so this thread gives up the GIL
                 # (and waits to get it back behind a busy event loop) once, not once a span,
                 # all while holding the file's write lock that result commits wait for.

@@ -13,6 +13,7 @@ from tracing_testkit import Memory
 
 import tracing
 from tracing import conventions as c
+from tracing import spanstore
 from tracing.spanstore import SCHEMA_VERSION, SpanStore, SpanStoreError, schema_version
 from tracing.traces import get_span, get_trace
 
@@ -169,3 +170,21 @@ def test_writing_after_close_raises(memory: Memory, tmp_path: Path) -> None:
     store.close()
     with pytest.raises(SpanStoreError):
         store.write(memory.exporter.get_finished_spans())
+
+
+def test_a_batch_is_labelled_whole_so_a_trace_split_across_its_transactions_needs_no_update(
+    memory: Memory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spanstore, "TRANSACTION_SPANS", 2)
+    make_trace(memory)
+    finished = list(memory.exporter.get_finished_spans())  # the root ends last
+    store = SpanStore(tmp_path / "s.sqlite")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    store.write(finished)  # two transactions: children first, then the root
+    store.close()
+    assert sum(s.startswith("BEGIN") for s in statements) == 2
+    assert not [s for s in statements if s.startswith("UPDATE")]
+    conn = sqlite3.connect(tmp_path / "s.sqlite")
+    labels = conn.execute("SELECT DISTINCT run_id, case_id FROM spans").fetchall()
+    assert labels == [("r1", "k1")]

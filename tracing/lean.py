@@ -1,0 +1,460 @@
+"""The tracer of our own pipelines: OpenTelemetry API spans without the SDK's span objects.
+
+`TracingHandle.tracer()` (`tracing.setup`) returns a `LeanTracer` when the pipeline is the one
+`setup()` built: its spans go straight to the pipeline's span processors, which queue them as
+they are, and its exporters read them as they would the SDK's finished spans (`ReadableSpan`).
+Everything else is the SDK's: the provider's sampler (asked for every span, as the SDK does),
+id generator, resource and span limits, and the pipeline's processors and exporters. Exporters
+other than our SQLite one get an SDK `ReadableSpan` (`readable`), so OTLP and test exporters
+see exactly what they always saw.
+
+Why: an SDK span is about a dozen objects (attribute container with its lock, event and link
+lists with their locks, a readable copy made at the end, ...) built and checked through several
+layers. A traced eval case opens four; in a live run their start and end were the largest part
+of what tracing cost the event loop. A `LeanSpan` is one object with a plain attribute dict and
+one lock. The API's semantics are kept: attributes are validated (`BoundedAttributes`) unless a
+helper already made them legal (`add_legal`), the count and length limits apply, a re-set key
+moves to the end, an ended span ignores changes with the SDK's warnings, `record_exception` and
+`set_status` behave as the SDK's, and the context-manager form records an escaping exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Protocol
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+try:  # what the SDK's tracer uses: the span also wraps an async function it decorates
+    from opentelemetry.util._decorator import _agnosticcontextmanager as _span_context
+except ImportError:  # pragma: no cover - older API versions
+    _span_context = contextmanager  # type: ignore[assignment]
+
+_logger = logging.getLogger(__name__)
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C Trace Context level 2 (SDK >= 1.40)
+_UNSET = Status(StatusCode.UNSET)
+
+
+class EndedSpanProcessor(Protocol):
+    """What a lean span needs of a span processor: to be told that a span ended."""
+
+    def on_end(self, span: Any) -> None: ...
+
+
+class LeanTracer(trace.Tracer):
+    """An OpenTelemetry API tracer whose recording spans are `LeanSpan`s, handed to
+    `processors` as they end (see the module docstring)."""
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        id_generator: IdGenerator,
+        resource: Resource,
+        limits: SpanLimits,
+        scope: InstrumentationScope,
+        processors: Sequence[EndedSpanProcessor],
+    ) -> None:
+        self.sampler = sampler
+        self.id_generator = id_generator
+        self.resource = resource
+        self.limits = limits
+        self.instrumentation_scope = scope
+        self.processors = tuple(processors)
+        self._trace_ids_random = bool(_RANDOM) and id_generator.is_trace_id_random()
+        self._parent_based_always_on = _is_parent_based_always_on(sampler)
+
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        links = links or ()
+        span = self._start(name, context, kind, attributes, links, start_time)
+        if type(span) is LeanSpan:
+            if attributes:
+                span.set_attributes(attributes)
+            for link in links:
+                span.add_link(link.context, link.attributes)
+            span._record_exception = record_exception
+            span._set_status_on_exception = set_status_on_exception
+        return span
+
+    def start_legal_span(
+        self, name: str, kind: SpanKind, attributes: Mapping[str, Any]
+    ) -> trace.Span:
+        """`start_span(name, kind=kind, attributes=attributes)` in the current context, not
+        recording exceptions (the caller does), for attributes already made legal
+        (`tracing.handles.legal_attributes`): they are not validated again."""
+        span = self._start(name, None, kind, attributes, (), None)
+        if type(span) is LeanSpan:
+            span._record_exception = span._set_status_on_exception = False
+            if attributes:
+                span.add_legal(attributes)
+        return span
+
+    def _start(
+        self,
+        name: str,
+        context: otel_context.Context | None,
+        kind: SpanKind,
+        attributes: Mapping[str, Any] | None,
+        links: Sequence[Link],
+        start_time: int | None,
+    ) -> trace.Span:
+        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        if parent is not None and not isinstance(parent, SpanContext):
+            raise TypeError("parent_span_context must be a SpanContext or None.")
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = self.id_generator.generate_trace_id()
+            random_trace_id = self._trace_ids_random
+        else:
+            trace_id = parent.trace_id
+            random_trace_id = bool(parent.trace_flags & _RANDOM)
+        if self._parent_based_always_on:  # the SDK's default sampler, decided as it would
+            sampled = recording = parent is None or parent.trace_flags.sampled
+            trace_state = None if parent is None else parent.trace_state
+        else:
+            sampling = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            sampled = sampling.decision.is_sampled()
+            recording = sampling.decision.is_recording()
+            trace_state = sampling.trace_state
+        flags = _SAMPLED if sampled else _NOT_SAMPLED
+        if random_trace_id:
+            flags = TraceFlags(flags | _RANDOM)
+        span_context = SpanContext(
+            trace_id,
+            self.id_generator.generate_span_id(),
+            is_remote=False,
+            trace_flags=flags,
+            trace_state=trace_state,
+        )
+        if not recording:
+            return trace.NonRecordingSpan(span_context)
+        return LeanSpan(self, name, span_context, parent, kind, start_time)
+
+    @_span_context
+    def start_as_current_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(
+            name, context, kind, attributes, links, start_time, record_exception,
+            set_status_on_exception,
+        )  # fmt: skip
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
+
+
+def _is_parent_based_always_on(sampler: Sampler) -> bool:
+    """Whether `sampler` is the SDK's default, `ParentBased(ALWAYS_ON)` with its default
+    delegates: sample a root span, follow the parent's sampled flag otherwise."""
+    return type(sampler) is ParentBased and all(
+        getattr(sampler, name, None) is expected
+        for name, expected in (
+            ("_root", ALWAYS_ON),
+            ("_remote_parent_sampled", ALWAYS_ON),
+            ("_remote_parent_not_sampled", ALWAYS_OFF),
+            ("_local_parent_sampled", ALWAYS_ON),
+            ("_local_parent_not_sampled", ALWAYS_OFF),
+        )
+    )
+
+
+class LeanSpan(trace.Span):
+    """A recording span of a `LeanTracer`; once ended, it is also the finished span its
+    processors queue and the SQLite exporter stores (the fields of the SDK's `ReadableSpan`)."""
+
+    __slots__ = (
+        "_lock",
+        "_record_exception",
+        "_set_status_on_exception",
+        "_tracer",
+        "attributes",
+        "context",
+        "dropped_attributes",
+        "dropped_events",
+        "dropped_links",
+        "end_time",
+        "events",
+        "instrumentation_scope",
+        "kind",
+        "links",
+        "name",
+        "parent",
+        "resource",
+        "start_time",
+        "status",
+    )
+
+    def __init__(
+        self,
+        tracer: LeanTracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        start_time: int | None,
+    ) -> None:
+        self._tracer = tracer
+        self._lock = threading.Lock()
+        self._record_exception = True
+        self._set_status_on_exception = True
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.kind = kind
+        self.resource = tracer.resource
+        self.instrumentation_scope = tracer.instrumentation_scope
+        self.attributes: dict[str, Any] = {}
+        # Created on the first event or link: most spans have neither.
+        self.events: list[Event] | tuple[()] = ()
+        self.links: list[Link] | tuple[()] = ()
+        self.status = _UNSET
+        self.dropped_attributes = self.dropped_events = self.dropped_links = 0
+        self.start_time = start_time if start_time is not None else time.time_ns()
+        self.end_time: int | None = None
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(name="{self.name}", context={self.context})'
+
+    def get_span_context(self) -> SpanContext:
+        return self.context
+
+    def is_recording(self) -> bool:
+        return self.end_time is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.set_attributes({key: value})
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Validate as the SDK does (invalid values dropped with a warning; sequences kept as
+        tuples; strings cut to the length limit), then add."""
+        limits = self._tracer.limits
+        clean = BoundedAttributes(
+            None, attributes, immutable=False, max_value_len=limits.max_span_attribute_length
+        )
+        self._put(dict(clean))
+
+    def add_legal(self, attributes: Mapping[str, Any]) -> None:
+        """Add attributes already made legal (str keys; scalars, lists of one scalar type):
+        only a length limit, when one is set, makes them go through validation."""
+        if self._tracer.limits.max_span_attribute_length is not None:
+            self.set_attributes(attributes)
+            return
+        if list in set(map(type, attributes.values())):  # kept as tuples, as the SDK does
+            attributes = {k: tuple(v) if type(v) is list else v for k, v in attributes.items()}
+        self._put(attributes)
+
+    def _put(self, values: Mapping[str, Any]) -> None:
+        maxlen = self._tracer.limits.max_span_attributes
+        with self._lock:
+            if self.end_time is not None:
+                _logger.warning("Setting attribute on ended span.")
+                return
+            stored = self.attributes
+            if stored:  # a key set again moves to the end
+                for key in values.keys() & stored.keys():
+                    del stored[key]
+            if maxlen is None or len(stored) + len(values) <= maxlen:
+                stored.update(values)
+                return
+            for key, value in values.items():  # past the limit the oldest go, as in the SDK
+                if len(stored) >= maxlen:
+                    self.dropped_attributes += 1
+                    if not stored:
+                        continue
+                    del stored[next(iter(stored))]
+                stored[key] = value
+
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
+    ) -> None:
+        limits = self._tracer.limits
+        event = Event(
+            name,
+            BoundedAttributes(
+                limits.max_event_attributes,
+                attributes,
+                immutable=True,
+                max_value_len=limits.max_attribute_length,
+            ),
+            timestamp,
+        )
+        with self._lock:
+            if self.end_time is not None:
+                _logger.warning("Calling add_event() on an ended span.")
+                return
+            events = self.events if type(self.events) is list else []
+            self.events = events
+            if limits.max_events is not None and len(events) >= limits.max_events:
+                self.dropped_events += 1
+                if not events:
+                    return
+                del events[0]
+            events.append(event)
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        if not (context and (context.is_valid or attributes or context.trace_state)):
+            return
+        limits = self._tracer.limits
+        link = Link(
+            context,
+            BoundedAttributes(
+                limits.max_link_attributes,
+                attributes,
+                immutable=True,
+                max_value_len=limits.max_attribute_length,
+            ),
+        )
+        with self._lock:
+            if self.end_time is not None:
+                _logger.warning("Calling add_link() on an ended span.")
+                return
+            links = self.links if type(self.links) is list else []
+            self.links = links
+            if limits.max_links is not None and len(links) >= limits.max_links:
+                self.dropped_links += 1
+                if not links:
+                    return
+                del links[0]
+            links.append(link)
+
+    def update_name(self, name: str) -> None:
+        with self._lock:
+            if self.end_time is not None:
+                _logger.warning("Calling update_name() on an ended span.")
+                return
+            self.name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        """As the SDK: an OK status is final, UNSET is ignored, and a description goes with a
+        status code, not with a `Status`."""
+        with self._lock:
+            if self.end_time is not None:
+                _logger.warning("Calling set_status() on an ended span.")
+                return
+            code = status.status_code if isinstance(status, Status) else status
+            if self.status.status_code is StatusCode.OK or code is StatusCode.UNSET:
+                return
+            if isinstance(status, Status):
+                if description is not None:
+                    _logger.warning(
+                        "Description %s ignored. Use either `Status` or "
+                        "`(StatusCode, Description)`",
+                        description,
+                    )
+                self.status = status
+            else:
+                self.status = Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        """An `exception` event with the exception's type, message and stack trace, as the SDK
+        records it."""
+        error_type = type(exception)
+        module, qualname = error_type.__module__, error_type.__qualname__
+        full_name = f"{module}.{qualname}" if module and module != "builtins" else qualname
+        values: dict[str, Any] = {
+            "exception.type": full_name,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            values.update(attributes)
+        self.add_event("exception", values, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        with self._lock:
+            if self.end_time is not None:
+                _logger.warning("Calling end() on an ended span.")
+                return
+            self.end_time = end_time if end_time is not None else time.time_ns()
+        for processor in self._tracer.processors:
+            processor.on_end(self)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        if exc_val is not None and self.is_recording():
+            if self._record_exception:
+                self.record_exception(exc_val, escaped=True)
+            if self._set_status_on_exception:
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        super().__exit__(exc_type, exc_val, exc_tb)
+
+    def readable(self) -> ReadableSpan:
+        """This span as the SDK's `ReadableSpan` (for exporters other than ours), with its
+        dropped counts."""
+        limits = self._tracer.limits
+        attributes = BoundedAttributes(limits.max_span_attributes, self.attributes)
+        attributes.dropped = self.dropped_attributes
+        events = BoundedList.from_seq(limits.max_events, self.events)
+        events.dropped = self.dropped_events
+        links = BoundedList.from_seq(limits.max_links, self.links)
+        links.dropped = self.dropped_links
+        return ReadableSpan(
+            name=self.name,
+            context=self.context,
+            parent=self.parent,
+            resource=self.resource,
+            attributes=attributes,
+            events=events,
+            links=links,
+            kind=self.kind,
+            status=self.status,
+            start_time=self.start_time,
+            end_time=self.end_time,
+            instrumentation_scope=self.instrumentation_scope,
+        )
+
+
+def readable(span: Any) -> Any:
+    """`span` as the SDK's `ReadableSpan` if it is a `LeanSpan`, else as it is."""
+    return span.readable() if type(span) is LeanSpan else span
