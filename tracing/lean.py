@@ -279,7 +279,7 @@ class LeanSpan(trace.Span):
         if self._tracer.limits.max_span_attribute_length is not None:
             self.set_attributes(attributes)
             return
-        if list in set(map(type, attributes.values())):  # kept as tuples, as the SDK does
+        if list in map(type, attributes.values()):  # kept as tuples, as the SDK does
             attributes = {k: tuple(v) if type(v) is list else v for k, v in attributes.items()}
         self._put(attributes)
 
@@ -290,7 +290,7 @@ class LeanSpan(trace.Span):
                 _logger.warning("Setting attribute on ended span.")
                 return
             stored = self.attributes
-            if stored:  # a key set again moves to the end
+            if not stored.keys().isdisjoint(values):  # a key set again moves to the end
                 for key in values.keys() & stored.keys():
                     del stored[key]
             if maxlen is None or len(stored) + len(values) <= maxlen:
