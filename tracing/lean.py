@@ -93,10 +93,10 @@ class LeanTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         links = links or ()
-        span = self._start(name, context, kind, attributes, links, start_time)
+        span, initial = self._start(name, context, kind, attributes, links, start_time)
         if type(span) is LeanSpan:
-            if attributes:
-                span.set_attributes(attributes)
+            if initial:
+                span.set_attributes(initial)
             for link in links:
                 span.add_link(link.context, link.attributes)
             span._record_exception = record_exception
@@ -109,11 +109,13 @@ class LeanTracer(trace.Tracer):
         """`start_span(name, kind=kind, attributes=attributes)` in the current context, not
         recording exceptions (the caller does), for attributes already made legal
         (`tracing.handles.legal_attributes`): they are not validated again."""
-        span = self._start(name, None, kind, attributes, (), None)
+        span, initial = self._start(name, None, kind, attributes, (), None)
         if type(span) is LeanSpan:
             span._record_exception = span._set_status_on_exception = False
-            if attributes:
+            if initial is attributes:
                 span.add_legal(attributes)
+            elif initial:  # a sampler changed them
+                span.set_attributes(initial)
         return span
 
     def _start(
@@ -124,7 +126,9 @@ class LeanTracer(trace.Tracer):
         attributes: Mapping[str, Any] | None,
         links: Sequence[Link],
         start_time: int | None,
-    ) -> trace.Span:
+    ) -> tuple[trace.Span, Mapping[str, Any] | None]:
+        """The new span (a `NonRecordingSpan` if not sampled) and the attributes it starts
+        with: `attributes`, or what the sampler returned instead (as the SDK takes them)."""
         parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if parent is not None and not isinstance(parent, SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
@@ -135,6 +139,7 @@ class LeanTracer(trace.Tracer):
         else:
             trace_id = parent.trace_id
             random_trace_id = bool(parent.trace_flags & _RANDOM)
+        initial = attributes
         if self._parent_based_always_on:  # the SDK's default sampler, decided as it would
             sampled = recording = parent is None or parent.trace_flags.sampled
             trace_state = None if parent is None else parent.trace_state
@@ -143,6 +148,8 @@ class LeanTracer(trace.Tracer):
             sampled = sampling.decision.is_sampled()
             recording = sampling.decision.is_recording()
             trace_state = sampling.trace_state
+            if sampling.attributes != (attributes or {}):
+                initial = sampling.attributes
         flags = _SAMPLED if sampled else _NOT_SAMPLED
         if random_trace_id:
             flags = TraceFlags(flags | _RANDOM)
@@ -154,8 +161,8 @@ class LeanTracer(trace.Tracer):
             trace_state=trace_state,
         )
         if not recording:
-            return trace.NonRecordingSpan(span_context)
-        return LeanSpan(self, name, span_context, parent, kind, start_time)
+            return trace.NonRecordingSpan(span_context), None
+        return LeanSpan(self, name, span_context, parent, kind, start_time), initial
 
     @_span_context
     def start_as_current_span(

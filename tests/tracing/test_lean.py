@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -247,11 +248,18 @@ def test_sampling_follows_the_parent_and_the_configured_sampler(
     assert lean == sdk
     assert [s["name"] for s in lean] == ["sampled=True"] and lean[0]["remote parent"]
 
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")  # asked span by span
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1.0")
+    memory = InMemorySpanExporter()
+    with tracing.setup(exporters=[memory]) as ratio:
+        lean, sdk = run_both((ratio, memory), helpers)
+    assert lean == sdk and len(lean) == 3
+
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     memory = InMemorySpanExporter()
     with tracing.setup(exporters=[memory]) as handle:
         tracer = handle.tracer()
-        assert type(tracer) is LeanTracer  # a sampler it does not know: asked span by span
+        assert type(tracer) is LeanTracer
         with tracing.step_span(tracer, "dropped") as step:
             assert not step.span.is_recording()
         assert handle.force_flush()
@@ -304,3 +312,38 @@ def test_a_span_ended_from_another_thread_is_exported_once(
         thread.join()
     assert handle.force_flush()
     assert len(memory.get_finished_spans()) == 1
+
+
+class TaggingSampler(Sampler):
+    """Samples everything and adds an attribute, as a custom sampler may."""
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        tagged = {**(attributes or {}), "sampled.by": "tagger"}
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, tagged)
+
+    def get_description(self) -> str:
+        return "TaggingSampler"
+
+
+def test_a_samplers_attributes_are_the_ones_a_span_starts_with() -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(sampler=TaggingSampler())
+    processor = tracing.CountingBatchSpanProcessor(tracing.ScrubbingExporter(memory))
+    provider.add_span_processor(processor)
+    handle = TracingHandle(provider, [processor], None, SpanLimits())
+    assert type(handle.tracer("t")) is LeanTracer
+    try:
+        lean, sdk = run_both((handle, memory), helpers)
+    finally:
+        handle.shutdown()
+    assert lean == sdk
+    assert all(span["attributes"]["sampled.by"] == "tagger" for span in lean)
