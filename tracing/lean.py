@@ -71,7 +71,16 @@ class LeanTracer(trace.Tracer):
         limits: SpanLimits,
         scope: InstrumentationScope,
         processors: Sequence[EndedSpanProcessor],
+        *,
+        fallback: trace.Tracer | None = None,
+        watched: Any = None,
     ) -> None:
+        """`watched`: the provider's own span processor (the SDK's multi-processor). Once its
+        processors change (one added), spans start on `fallback` (the SDK's tracer), so the
+        new processor sees them too."""
+        self._fallback = fallback
+        self._watched = watched
+        self._watched_processors = getattr(watched, "_span_processors", None)
         self.sampler = sampler
         self.id_generator = id_generator
         self.resource = resource
@@ -92,6 +101,12 @@ class LeanTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
+        fallback = self._fallback_now()
+        if fallback is not None:
+            return fallback.start_span(
+                name, context, kind, attributes, links, start_time, record_exception,
+                set_status_on_exception,
+            )  # fmt: skip
         links = links or ()
         span, initial = self._start(name, context, kind, attributes, links, start_time)
         if type(span) is LeanSpan:
@@ -109,6 +124,15 @@ class LeanTracer(trace.Tracer):
         """`start_span(name, kind=kind, attributes=attributes)` in the current context, not
         recording exceptions (the caller does), for attributes already made legal
         (`tracing.handles.legal_attributes`): they are not validated again."""
+        fallback = self._fallback_now()
+        if fallback is not None:
+            return fallback.start_span(
+                name,
+                kind=kind,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
         span, initial = self._start(name, None, kind, attributes, (), None)
         if type(span) is LeanSpan:
             span._record_exception = span._set_status_on_exception = False
@@ -117,6 +141,16 @@ class LeanTracer(trace.Tracer):
             elif initial:  # a sampler changed them
                 span.set_attributes(initial)
         return span
+
+    def _fallback_now(self) -> trace.Tracer | None:
+        """The SDK's tracer if the provider's processors are no longer the ones this tracer
+        hands its spans to."""
+        watched = self._watched
+        if watched is None or self._fallback is None:
+            return None
+        if getattr(watched, "_span_processors", None) is self._watched_processors:
+            return None
+        return self._fallback
 
     def _start(
         self,

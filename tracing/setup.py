@@ -545,7 +545,8 @@ class TracingHandle:
 
         Our own `LeanTracer` (`tracing.lean`) while the provider's span processors are the ones
         `setup()` gave it and its span limits are known; otherwise (a processor added to
-        `provider` since, say) the SDK's tracer, so every processor sees every span."""
+        `provider` since, say) the SDK's tracer, so every processor sees every span. A
+        `LeanTracer` also starts its spans on the SDK's tracer once a processor is added."""
         sdk_tracer = self.provider.get_tracer(name, version)
         active: Any = getattr(self.provider, "_active_span_processor", None)
         if (
@@ -563,6 +564,8 @@ class TracingHandle:
                 self.span_limits,
                 InstrumentationScope(name or "", version or ""),
                 self.processors,
+                fallback=sdk_tracer,
+                watched=active,
             )
         return lean
 

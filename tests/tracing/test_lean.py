@@ -269,14 +269,21 @@ def test_sampling_follows_the_parent_and_the_configured_sampler(
 def test_a_processor_added_later_or_a_disabled_sdk_gets_the_sdks_tracer(
     pipeline: tuple[TracingHandle, InMemorySpanExporter], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handle, _ = pipeline
+    handle, memory = pipeline
+    earlier = handle.tracer("t")
+    assert type(earlier) is LeanTracer
     extra = InMemorySpanExporter()
     handle.provider.add_span_processor(SimpleSpanProcessor(extra))
     tracer = handle.tracer("t")
     assert type(tracer) is not LeanTracer
     with tracing.step_span(tracer, "seen by every processor"):
         pass
-    assert [s.name for s in extra.get_finished_spans()] == ["seen by every processor"]
+    with tracing.step_span(earlier, "from a tracer taken before"), earlier.start_span("api"):
+        pass
+    assert handle.force_flush()
+    names = ["seen by every processor", "api", "from a tracer taken before"]
+    assert [s.name for s in extra.get_finished_spans()] == names
+    assert [s.name for s in memory.get_finished_spans()] == names
 
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     with tracing.setup() as disabled:
