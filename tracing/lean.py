@@ -3,10 +3,16 @@
 `TracingHandle.tracer()` (`tracing.setup`) returns a `LeanTracer` when the pipeline is the one
 `setup()` built: its spans go straight to the pipeline's span processors, which queue them as
 they are, and its exporters read them as they would the SDK's finished spans (`ReadableSpan`).
-Everything else is the SDK's: the provider's sampler (asked for every span, as the SDK does),
-id generator, resource and span limits, and the pipeline's processors and exporters. Exporters
-other than our SQLite one get an SDK `ReadableSpan` (`readable`), so OTLP and test exporters
-see exactly what they always saw.
+Everything else is the SDK's: the provider's sampler (the SDK's default, `ParentBased(ALWAYS_ON)`,
+decided inline; any other asked span by span), id generator, resource and span limits, and the
+pipeline's processors and exporters. Exporters other than our SQLite one get an SDK
+`ReadableSpan` (`readable`), so OTLP and test exporters see exactly what they always saw. Once
+a span processor is added to the provider, spans start on the SDK's tracer instead.
+
+Not carried over from the SDK's tracer: its internal span metrics
+(`OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED`) and its private tracer configurator. A `LeanSpan`
+is not an SDK `Span`: code that checks for that type (litellm's own "otel" callback does, for
+its attribute budget) treats it as a foreign span.
 
 Why: an SDK span is about a dozen objects (attribute container with its lock, event and link
 lists with their locks, a readable copy made at the end, ...) built and checked through several
@@ -26,7 +32,7 @@ import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
@@ -113,7 +119,8 @@ class LeanTracer(trace.Tracer):
             if initial:
                 span.set_attributes(initial)
             for link in links:
-                span.add_link(link.context, link.attributes)
+                if link:
+                    span.add_link(link.context, link.attributes)
             span._record_exception = record_exception
             span._set_status_on_exception = set_status_on_exception
         return span
@@ -244,11 +251,11 @@ class LeanSpan(trace.Span):
     processors queue and the SQLite exporter stores (the fields of the SDK's `ReadableSpan`)."""
 
     __slots__ = (
+        "_attributes",
         "_lock",
         "_record_exception",
         "_set_status_on_exception",
         "_tracer",
-        "attributes",
         "context",
         "dropped_attributes",
         "dropped_events",
@@ -284,7 +291,7 @@ class LeanSpan(trace.Span):
         self.kind = kind
         self.resource = tracer.resource
         self.instrumentation_scope = tracer.instrumentation_scope
-        self.attributes: dict[str, Any] = {}
+        self._attributes: dict[str, Any] = {}
         # Created on the first event or link: most spans have neither.
         self.events: list[Event] | tuple[()] = ()
         self.links: list[Link] | tuple[()] = ()
@@ -296,6 +303,11 @@ class LeanSpan(trace.Span):
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name="{self.name}", context={self.context})'
 
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        """The attributes, read-only (changed through `set_attribute(s)` only)."""
+        return MappingProxyType(self._attributes)
+
     def get_span_context(self) -> SpanContext:
         return self.context
 
@@ -306,43 +318,53 @@ class LeanSpan(trace.Span):
         self.set_attributes({key: value})
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        """Validate as the SDK does (invalid values dropped with a warning; sequences kept as
-        tuples; strings cut to the length limit), then add."""
+        """Validate as the SDK does (invalid keys and values dropped with a warning and
+        counted; sequences kept as tuples; strings cut to the length limit), then add."""
         limits = self._tracer.limits
         clean = BoundedAttributes(
             None, attributes, immutable=False, max_value_len=limits.max_span_attribute_length
         )
-        self._put(dict(clean))
+        self._put(dict(clean), invalid=clean.dropped)
 
     def add_legal(self, attributes: Mapping[str, Any]) -> None:
-        """Add attributes already made legal (str keys; scalars, lists of one scalar type):
-        only a length limit, when one is set, makes them go through validation."""
-        if self._tracer.limits.max_span_attribute_length is not None:
+        """Add attributes already made legal (`tracing.handles.legal_attributes`: scalars and
+        tuples or lists of one scalar type): only an empty key or a length limit makes them go
+        through validation."""
+        if self._tracer.limits.max_span_attribute_length is not None or "" in attributes:
             self.set_attributes(attributes)
             return
         if list in map(type, attributes.values()):  # kept as tuples, as the SDK does
             attributes = {k: tuple(v) if type(v) is list else v for k, v in attributes.items()}
         self._put(attributes)
 
-    def _put(self, values: Mapping[str, Any]) -> None:
+    def _put(self, values: Mapping[str, Any], invalid: int = 0) -> None:
+        """Store valid `values`; `invalid`: how many more were dropped by validation."""
         maxlen = self._tracer.limits.max_span_attributes
         with self._lock:
             if self.end_time is not None:
                 _logger.warning("Setting attribute on ended span.")
                 return
-            stored = self.attributes
-            if not stored.keys().isdisjoint(values):  # a key set again moves to the end
-                for key in values.keys() & stored.keys():
-                    del stored[key]
+            if maxlen == 0:
+                self.dropped_attributes += len(values) + invalid
+                return
+            self.dropped_attributes += invalid
+            stored = self._attributes
             if maxlen is None or len(stored) + len(values) <= maxlen:
+                if not stored.keys().isdisjoint(values):  # a key set again moves to the end
+                    for key in values.keys() & stored.keys():
+                        del stored[key]
                 stored.update(values)
                 return
-            for key, value in values.items():  # past the limit the oldest go, as in the SDK
+            for key, value in values.items():  # past the limit, one by one as the SDK does
+                if key in stored:
+                    del stored[key]
                 if len(stored) >= maxlen:
-                    self.dropped_attributes += 1
-                    if not stored:
-                        continue
+                    _logger.warning(
+                        "Attributes dict is full. Dropping the oldest key-value pair from "
+                        "attributes to make space for the new key-value pair."
+                    )
                     del stored[next(iter(stored))]
+                    self.dropped_attributes += 1
                 stored[key] = value
 
     def add_event(
@@ -412,6 +434,8 @@ class LeanSpan(trace.Span):
             if self.end_time is not None:
                 _logger.warning("Calling set_status() on an ended span.")
                 return
+            if not isinstance(status, (Status, StatusCode)):
+                return  # as the SDK: anything else is ignored
             code = status.status_code if isinstance(status, Status) else status
             if self.status.status_code is StatusCode.OK or code is StatusCode.UNSET:
                 return
@@ -474,7 +498,7 @@ class LeanSpan(trace.Span):
         """This span as the SDK's `ReadableSpan` (for exporters other than ours), with its
         dropped counts."""
         limits = self._tracer.limits
-        attributes = BoundedAttributes(limits.max_span_attributes, self.attributes)
+        attributes = BoundedAttributes(limits.max_span_attributes, self._attributes)
         attributes.dropped = self.dropped_attributes
         events = BoundedList.from_seq(limits.max_events, self.events)
         events.dropped = self.dropped_events

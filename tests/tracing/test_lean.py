@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,16 +57,22 @@ def canonical(spans: tuple[ReadableSpan, ...]) -> list[dict[str, Any]]:
                 "kind": span.kind,
                 "parent": None if span.parent is None else names.get(span.parent.span_id, "?"),
                 "remote parent": span.parent is not None and span.parent.is_remote,
-                "sampled": span.context.trace_flags.sampled,
+                "flags": int(span.context.trace_flags),
+                "trace state": span.context.trace_state.to_header(),
                 "attributes": dict(span.attributes or {}),
                 "attribute order": list(span.attributes or {}),
                 "dropped attributes": span.dropped_attributes,
                 "events": events,
                 "dropped events": span.dropped_events,
                 "links": [
-                    (names.get(link.context.span_id, "?"), dict(link.attributes or {}))
+                    (
+                        names.get(link.context.span_id, "?"),
+                        dict(link.attributes or {}),
+                        link.dropped_attributes,
+                    )
                     for link in span.links
                 ],
+                "dropped links": span.dropped_links,
                 "status": (span.status.status_code, span.status.description),
                 "resource": dict(span.resource.attributes),
                 "scope": span.instrumentation_scope and span.instrumentation_scope.name,
@@ -354,3 +361,47 @@ def test_a_samplers_attributes_are_the_ones_a_span_starts_with() -> None:
         handle.shutdown()
     assert lean == sdk
     assert all(span["attributes"]["sampled.by"] == "tagger" for span in lean)
+
+
+def odd_inputs(tracer: Tracer) -> None:
+    span = tracer.start_span("odd", attributes={"": 1, "ok": 1}, links=[None])  # type: ignore[list-item]
+    span.set_attribute("", 2)
+    span.set_attributes({"": 3, "a": 1, "b": 2})  # past the limit of 2: the oldest go
+    span.set_attributes({"c": 1, "a": 2})  # "a" was dropped: set again, it drops another
+    span.set_status("ERROR")  # type: ignore[arg-type]  # not a status: ignored
+    span.end()
+    with tracing.step_span(tracer, "helper") as step:
+        step.set_attribute("", "empty key")
+
+
+def test_odd_inputs_are_dropped_and_counted_as_the_sdk_does() -> None:
+    memory = InMemorySpanExporter()
+    with tracing.setup(exporters=[memory], max_span_attributes=2) as handle:
+        lean, sdk = run_both((handle, memory), odd_inputs)
+    assert lean == sdk
+    odd, helper = lean
+    assert odd["attributes"] == {"c": 1, "a": 2} and odd["dropped attributes"] == 6
+    assert odd["status"] == (StatusCode.UNSET, None) and odd["links"] == []
+    assert "" not in helper["attributes"] and helper["dropped attributes"] == 1
+
+
+def test_a_bad_status_does_not_cost_the_batch_its_place_in_the_store(tmp_path: Path) -> None:
+    with tracing.setup(store=tmp_path / "spans.sqlite") as handle:
+        tracer = handle.tracer()
+        bad = tracer.start_span("bad status")
+        bad.set_status("ERROR")  # type: ignore[arg-type]
+        bad.end()
+        tracer.start_span("good").end()
+        assert handle.force_flush()
+        assert handle.counts() == {"exported": 2, "dropped": 0, "failed": 0}
+
+
+def test_an_ended_spans_attributes_cannot_be_changed(
+    pipeline: tuple[TracingHandle, InMemorySpanExporter],
+) -> None:
+    handle, _ = pipeline
+    span = handle.tracer("t").start_span("s", attributes={"a": 1})
+    with pytest.raises(TypeError):
+        span.attributes["late"] = 1  # type: ignore[attr-defined,index]
+    span.end()
+    assert dict(span.attributes) == {"a": 1}  # type: ignore[attr-defined]
