@@ -371,54 +371,39 @@ class LeanSpan(trace.Span):
         self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
     ) -> None:
         limits = self._tracer.limits
-        event = Event(
-            name,
-            BoundedAttributes(
-                limits.max_event_attributes,
-                attributes,
-                immutable=True,
-                max_value_len=limits.max_attribute_length,
-            ),
-            timestamp,
-        )
-        with self._lock:
-            if self.end_time is not None:
-                _logger.warning("Calling add_event() on an ended span.")
-                return
-            events = self.events if type(self.events) is list else []
-            self.events = events
-            if limits.max_events is not None and len(events) >= limits.max_events:
-                self.dropped_events += 1
-                if not events:
-                    return
-                del events[0]
-            events.append(event)
+        event = Event(name, self._frozen(limits.max_event_attributes, attributes), timestamp)
+        self._append("events", event, limits.max_events, "add_event")
 
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
         if not (context and (context.is_valid or attributes or context.trace_state)):
             return
         limits = self._tracer.limits
-        link = Link(
-            context,
-            BoundedAttributes(
-                limits.max_link_attributes,
-                attributes,
-                immutable=True,
-                max_value_len=limits.max_attribute_length,
-            ),
-        )
+        link = Link(context, self._frozen(limits.max_link_attributes, attributes))
+        self._append("links", link, limits.max_links, "add_link")
+
+    def _frozen(self, limit: int | None, attributes: Mapping[str, Any] | None) -> Any:
+        """An event's or link's attributes, validated and immutable, as the SDK keeps them."""
+        max_len = self._tracer.limits.max_attribute_length
+        return BoundedAttributes(limit, attributes, immutable=True, max_value_len=max_len)
+
+    def _append(self, field: str, item: Any, limit: int | None, method: str) -> None:
+        """Append `item` to `events` or `links` (`field`); past `limit` the oldest goes and is
+        counted in `dropped_<field>`, as in the SDK's bounded lists."""
         with self._lock:
             if self.end_time is not None:
-                _logger.warning("Calling add_link() on an ended span.")
+                _logger.warning("Calling %s() on an ended span.", method)
                 return
-            links = self.links if type(self.links) is list else []
-            self.links = links
-            if limits.max_links is not None and len(links) >= limits.max_links:
-                self.dropped_links += 1
-                if not links:
+            items = getattr(self, field)
+            if type(items) is not list:  # the shared empty tuple until the first one
+                items = []
+                setattr(self, field, items)
+            if limit is not None and len(items) >= limit:
+                dropped = f"dropped_{field}"
+                setattr(self, dropped, getattr(self, dropped) + 1)
+                if not items:
                     return
-                del links[0]
-            links.append(link)
+                del items[0]
+            items.append(item)
 
     def update_name(self, name: str) -> None:
         with self._lock:
