@@ -3,7 +3,7 @@
 Run from the repository root:
 
     .venv/bin/python benchmarks/bench_tracing_overhead.py [--cases 2000 10000] [--repeats 3]
-        [--latency-ms 100] [--concurrency 50]
+        [--latency-ms 100] [--concurrency 50] [--model openai/fake-model]
 
 A generated chat suite (two rule scorers) runs against the fake OpenAI server in its own
 process (so its CPU is not charged to the harness) at the given latency, with the response
@@ -107,18 +107,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--model",
+        default="openai/fake-model",
+        help="litellm model string for the fake server (e.g. hosted_vllm/fake-model)",
+    )
     parser.add_argument("extra", nargs="*", help="more `evals run` options (after --)")
     args = parser.parse_args()
     server, url = start_server(args.latency_ms)
     tmp = Path(tempfile.mkdtemp(prefix="bench-tracing-overhead-"))
     try:
         print(f"fake server at {url}: latency {args.latency_ms:g} ms; concurrency "
-              f"{args.concurrency}; cache off; {args.repeats} repeats per mode; "
+              f"{args.concurrency}; model {args.model}; cache off; "
+              f"{args.repeats} repeats per mode; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
               f"extra: {' '.join(args.extra) or '-'}")  # fmt: skip
         for cases in args.cases:
             root = tmp / f"n{cases}"
-            suite = write_project(root, cases, url, args.concurrency)
+            suite = write_project(root, cases, url, args.concurrency, args.model)
             runs = measure(root, suite, cases, args.repeats, args.extra)
             report(cases, runs, cases * args.latency_ms / 1000 / args.concurrency)
     finally:
