@@ -195,8 +195,9 @@ def in_process(tmp: Path, url: str, args: argparse.Namespace) -> None:
 
     os.environ[KEY_ENV] = "sk-fake-bench"
     from harness.config import ModelConfig
+    from harness.execute import execute
     from harness.providers import ChatRequest, ModelClient, litellm_module
-    from harness.runner import RunOptions, execute
+    from harness.runner import RunOptions
 
     litellm = litellm_module()
     n, c = args.cases, args.concurrency
@@ -315,7 +316,10 @@ COMPONENTS = [
     ("scorers (ours + rapidfuzz etc.)", ("harness/scorers/",)),
     ("prompt rendering (jinja2)", ("harness/prompts.py", "harness/templates.py", "jinja2/")),
     ("ModelClient: retries, cache key, cost (ours)", ("harness/providers.py", "tenacity/")),
-    ("runner and targets (ours)", ("harness/runner.py", "harness/targets.py")),
+    (
+        "runner and targets (ours)",
+        ("harness/runner.py", "harness/execute.py", "harness/targets.py"),
+    ),
     ("asyncio event loop", ("asyncio/",)),
 ]
 

@@ -102,8 +102,9 @@ def run(
     """Run a suite: every case x model x epoch, scored, stored and summarised."""
     from harness import render
     from harness.errors import RunAborted
+    from harness.execute import execute
     from harness.providers import CACHE_MODES
-    from harness.runner import Runner, RunOptions, execute
+    from harness.runner import Runner, RunOptions
     from harness.suite import Selection, parse_shard
 
     if cache not in CACHE_MODES:

@@ -251,8 +251,9 @@ def _run_suite(
     A run the engine aborts (its error rate) is still judged, so CI gets its reports.
     """
     from harness.errors import RunAborted
+    from harness.execute import execute
     from harness.providers import CACHE_MODES
-    from harness.runner import Runner, RunOptions, execute
+    from harness.runner import Runner, RunOptions
     from harness.suite import Selection, parse_shard
 
     if given["cache"] not in CACHE_MODES:

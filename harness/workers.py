@@ -193,7 +193,7 @@ def exit_with_parent(poll_s: float = 0.1) -> None:
 
 def child_main(spec: WorkerSpec, queues: dict[str, Any]) -> None:
     """Entry point of a worker process: rebuild the suite, then take work until none is left."""
-    from harness.runner import load_for_run, run_worker_process
+    from harness.execute import load_for_run, run_worker_process
 
     # The parent coordinates Ctrl-C; SIGTERM (sent by the parent) stops taking new work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,5 +1,6 @@
-"""Tests for `evals run` and friends (harness/cli.py over harness/runner.py): exit codes, the
-JSON summary, selection options, model override, targets, and runs/show/export/import."""
+"""Tests for `evals run` and friends (harness/cli.py over harness/execute.py and runner.py):
+exit codes, the JSON summary, selection options, model override, targets, and
+runs/show/export/import."""
 
 from __future__ import annotations
 
@@ -435,7 +436,8 @@ def test_a_cached_rerun_never_imports_litellm_or_unused_libraries(tmp_path: Path
     script = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from harness.runner import RunOptions, execute\n"
+        "from harness.execute import execute\n"
+        "from harness.runner import RunOptions\n"
         "root = Path(sys.argv[1])\n"
         "outcome = execute(root / sys.argv[2], project_dir=root, store_path=Path(sys.argv[3]),"
         " options=RunOptions(workers=1))\n"

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness.runner import RunOptions, execute
+from harness.execute import execute
+from harness.runner import RunOptions
 from harness.store import ResultRow, Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,9 +26,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import tracing
 from harness.errors import ConfigError
+from harness.execute import execute
 from harness.fakeserver import FakeServer, Reply, echo_or_script
 from harness.rag import index_version, load_retrieval_config
-from harness.runner import Runner, RunOptions, RunOutcome, execute
+from harness.runner import Runner, RunOptions, RunOutcome
 from harness.store import Store
 from harness.suite import load_suite
 from tracing import conventions as c

@@ -1,4 +1,4 @@
-"""Resume (harness/runner.py execute/Runner with resume, harness/cli.py signals): interrupted
+"""Resume (harness/execute.py and the Runner with resume, harness/cli.py signals): interrupted
 runs continue with each (case, model, epoch) scored exactly once; changed inputs are refused;
 SIGKILL at random points and SIGINT leave a store that resumes cleanly."""
 
@@ -37,8 +37,9 @@ from helpers import (
     write_yaml,
 )
 
+from harness.execute import execute
 from harness.fakeserver import Faults, ThreadedFakeServer
-from harness.runner import Runner, RunOptions, execute
+from harness.runner import Runner, RunOptions
 from harness.store import ResultRow, ScoreRow, Store
 from harness.summary import summarize
 

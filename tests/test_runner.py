@@ -1,5 +1,6 @@
-"""Tests for harness/runner.py: concurrency, graceful stop and its grace period, the error-rate
-abort, scorer crashes as errors, weighted scores, tools, and the run's lineage."""
+"""Tests for harness/runner.py (through harness/execute.py): concurrency, graceful stop and its
+grace period, the error-rate abort, scorer crashes as errors, weighted scores, tools, and the
+run's lineage."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ from helpers import (
 
 from harness.committer import Committer
 from harness.errors import RunAborted
+from harness.execute import execute
 from harness.fakeserver import FakeServer, Faults, Reply, echo_or_script
-from harness.runner import Runner, RunOptions, _wilson_low, execute
+from harness.runner import Runner, RunOptions, _wilson_low
 from harness.store import Store
 from harness.suite import load_suite
 from harness.summary import _percentile, wilson_interval

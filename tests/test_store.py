@@ -16,7 +16,8 @@ from helpers import FAKE_KEY, KEY_ENV, connect_ro, make_project, threaded_server
 
 from harness import store as store_module
 from harness.errors import StoreError
-from harness.runner import RunOptions, execute
+from harness.execute import execute
+from harness.runner import RunOptions
 from harness.store import SCHEMA_VERSION, ResultRow, ScoreRow, Store
 
 

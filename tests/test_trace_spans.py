@@ -1,7 +1,7 @@
 """Golden span trees of the harness: what `evals run` traces for a chat, agent, judged, replay
 and failing case, read through OpenTelemetry's InMemorySpanExporter.
 
-Cases run through the real engine (`harness.runner.execute`) against the fake OpenAI server,
+Cases run through the real engine (`harness.execute.execute`) against the fake OpenAI server,
 so litellm's HTTP path runs. The in-memory exporter is added to the run's own tracing pipeline
 (`tracing.setup(exporters=[...])`), so it sees exactly what the SQLite store and an OTLP
 endpoint see: scrubbed spans.
@@ -31,8 +31,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tracing
+from harness.execute import execute
 from harness.fakeserver import Faults, Reply, echo_or_script
-from harness.runner import RunOptions, RunOutcome, execute
+from harness.runner import RunOptions, RunOutcome
 from harness.store import Store
 from tracing import conventions as c
 

@@ -144,7 +144,8 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
     import multiprocessing
 
     from harness.errors import ConfigError, HarnessError
-    from harness.runner import RunOptions, execute
+    from harness.execute import execute
+    from harness.runner import RunOptions
 
     started: list[workers.EarlyStart] = []
     start_early = workers.start_early

@@ -17,9 +17,10 @@ from aiohttp import web
 from harness import judging
 from harness.cases import Case
 from harness.errors import ConfigError, ScorerError
+from harness.execute import execute
 from harness.fakeserver import FakeServer, Reply, ThreadedFakeServer
 from harness.providers import ClientPool
-from harness.runner import RunOptions, execute
+from harness.runner import RunOptions
 from harness.scorers import Score, ScoreContext, Scorer, ScorerEnv, registry
 from harness.store import Store
 from harness.suite import Selection

@@ -1,6 +1,6 @@
 """What the viewer tests share: a store filled by real runs, the XSS corpus, a client factory.
 
-`build_store` runs four small suites through `harness.runner.execute` against the
+`build_store` runs four small suites through `harness.execute.execute` against the
 fake OpenAI server: a chat suite twice (runs A and B, so a comparison has regressions,
 improvements and a flaky case), a tool-using agent, and a Python target that returns retrieved
 chunks and is graded by an LLM judge. Outputs, dataset fields, case ids, metadata, tool
@@ -21,8 +21,9 @@ from urllib.parse import urlencode
 import yaml
 from starlette.testclient import TestClient
 
+from harness.execute import execute
 from harness.fakeserver import Reply, echo_or_script
-from harness.runner import RunOptions, execute
+from harness.runner import RunOptions
 from harness.viewer import ViewerConfig, create_app
 
 KEY_ENV = "EVALS_VIEWER_TEST_KEY"
