@@ -156,8 +156,8 @@ def pairwise(
 ) -> None:
     """Judge two outputs per shared case in both orders: win/tie/loss and position bias."""
     from harness.config import ModelConfig
+    from harness.model_checks import check_model
     from harness.pairwise import compare
-    from harness.providers import check_model
     from harness.rubrics import load_rubric
     from harness.store import Store
 

@@ -18,7 +18,7 @@ from harness import gcpolicy
 from harness import workers as workers_mod
 from harness.artifacts import prompt_resolver
 from harness.errors import ConfigError
-from harness.providers import check_model, remember_checked_models
+from harness.model_checks import check_model, remember_checked_models
 from harness.run_versions import record_run_versions, suite_content
 from harness.runner import (
     NO_MODEL,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 import os
@@ -12,7 +11,6 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from tenacity import (
@@ -26,7 +24,7 @@ from tenacity import (
 import tracing
 from harness import gcpolicy, litellm_lean, local_llm
 from harness.config import ModelConfig
-from harness.errors import ConfigError, ProviderCallError
+from harness.errors import ProviderCallError
 from harness.versions import content_hash
 from tracing import conventions as tracing_names
 
@@ -553,62 +551,6 @@ class ModelClient:
         return float(prompt_cost) + float(completion_cost)
 
 
-def remember_checked_models(models: list[ModelConfig], checks_dir: Path) -> None:
-    """Once a run is under way (its store open): remember the models `check_model` accepted
-    with litellm, so the next run's check needs no litellm import (see check_model)."""
-    remote = [m for m in models if m.api_key_env and not is_local(m.id)]
-    if remote:
-        _AcceptedModels(checks_dir).add(remote)
-
-
-@functools.cache
-def _litellm_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("litellm")
-    except PackageNotFoundError:
-        return ""
-
-
-class _AcceptedModels:
-    """Model strings litellm accepted, per litellm version: `<store dir>/litellm-models.json`."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "litellm-models.json"
-        self.version = _litellm_version()
-        self.known = self._read()
-
-    @staticmethod
-    def _key(model: ModelConfig) -> str:
-        return f"{model.id} {model.api_base or ''}"
-
-    def _read(self) -> set[str]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return set()
-        if not isinstance(data, dict) or data.get("litellm") != self.version:
-            return set()
-        models = data.get("models")
-        return {str(m) for m in models} if isinstance(models, list) else set()
-
-    def has(self, model: ModelConfig) -> bool:
-        return bool(self.version) and self._key(model) in self.known
-
-    def add(self, models: list[ModelConfig]) -> None:
-        merged = self.known | {self._key(m) for m in models}
-        if not self.version or merged == self.known or not self.path.parent.is_dir():
-            return
-        text = json.dumps({"litellm": self.version, "models": sorted(merged)}, indent=1)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:  # a read-only store directory: check again next time
-            tmp.unlink(missing_ok=True)
-
-
 class ClientPool:
     """One ModelClient per distinct model config, shared by targets and judge scorers, so a
     model's concurrency and rate limits hold across everything that calls it."""
@@ -664,49 +606,3 @@ def _cacheable(request: ChatRequest, response: ChatResponse) -> bool:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:300]
-
-
-def check_model(model: ModelConfig, *, where: str, checks_dir: Path | None = None) -> None:
-    """Fail early (ConfigError) on an unknown provider or a missing API key variable.
-
-    With `checks_dir` (the store's directory), a model string litellm has accepted before (same
-    litellm version, same api_base) is not checked again: importing litellm costs ~3 s, which a
-    run whose every response is cached never needs to pay. Only models whose key comes from
-    `api_key_env` are remembered; for the others litellm itself tells which keys are missing."""
-    if model.api_key_env and not os.environ.get(model.api_key_env):
-        raise ConfigError(
-            f"environment variable {model.api_key_env} (api_key_env of {model.label}) is not set",
-            field=where,
-        )
-    if is_local(model.id):
-        try:
-            local_llm.model_path(model.id.split("/", 1)[1])
-        except local_llm.LocalModelUnavailable as exc:
-            raise ConfigError(str(exc), field=where) from None
-        return
-    if checks_dir and model.api_key_env and _AcceptedModels(checks_dir).has(model):
-        return
-    litellm = litellm_module()
-    try:
-        _, provider, _, _ = litellm.get_llm_provider(model=model.id, api_base=model.api_base)
-    except Exception:
-        raise ConfigError(
-            f"unknown model {model.id!r}: litellm cannot tell its provider; use a litellm model "
-            "string such as 'openai/gpt-4o-mini' or 'local/smollm2'",
-            field=where,
-        ) from None
-    if model.api_key_env:
-        return
-    try:
-        needed = litellm.validate_environment(model=model.id, api_base=model.api_base)
-    except Exception:  # litellm cannot tell: let the call itself report
-        return
-    missing = [k for k in needed.get("missing_keys") or [] if not os.environ.get(k)]
-    if provider == "openai" and not os.environ.get("OPENAI_API_KEY"):
-        missing = missing or ["OPENAI_API_KEY"]
-    if missing:
-        raise ConfigError(
-            f"{model.label} needs {', '.join(missing)} in the environment "
-            "(or name the variable holding its key with api_key_env)",
-            field=where,
-        )

@@ -1,4 +1,4 @@
-"""Bad input to `evals run` (harness/config.py, suite.py, datasets.py, providers.check_model,
+"""Bad input to `evals run` (harness/config.py, suite.py, datasets.py, model_checks.py,
 store.py, userfuncs.py): one test per case, each asserting exit code 2, one clear line naming
 the file (line, field) and a store left exactly as it was (not even created when absent)."""
 

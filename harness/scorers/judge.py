@@ -16,7 +16,8 @@ from pydantic import Field
 from harness import judging
 from harness.config import ModelConfig
 from harness.errors import ConfigError, ScorerError
-from harness.providers import ClientPool, ModelClient, check_model
+from harness.model_checks import check_model
+from harness.providers import ClientPool, ModelClient
 from harness.rubrics import load_rubric
 from harness.scorers.base import Score, ScoreContext, Scorer, ScorerEnv, ScorerOptions, register
 from harness.templates import render_value
