@@ -9,7 +9,8 @@ A generated chat suite (two rule scorers) runs against the fake OpenAI server in
 process (so its CPU is not charged to the harness) at the given latency, with the response
 cache off so every case makes its call. Each repeat runs both modes on a fresh store,
 alternating which goes first. Prints, per N and mode, the median wall time and CPU seconds of
-the `evals` process per case, the overhead of tracing in % of both, and checks that every case
+the `evals` process per case, the overhead of tracing in % of both, each repeat's own on-vs-off
+overhead with their median and range (how noisy the machine was), and checks that every case
 left a trace (no span dropped).
 """
 
@@ -98,6 +99,17 @@ def report(cases: int, runs: dict[bool, list[dict[str, Any]]], floor: float) -> 
         f"  overhead of tracing: wall {100 * (wall[True] / wall[False] - 1):+.1f}%  "
         f"cpu {100 * (cpu[True] / cpu[False] - 1):+.1f}%  "
         f"(medians of {len(runs[True])} runs each)"
+    )
+    # Each repeat's two runs ran back to back: their ratio is less exposed to the machine's
+    # drift than the ratio of medians. The spread says how far one measurement can be trusted.
+    pairs = [
+        100 * (on["wall"] / off["wall"] - 1)
+        for on, off in zip(runs[True], runs[False], strict=True)
+    ]
+    print(
+        "  per repeat (on vs off, wall): "
+        + ", ".join(f"{p:+.1f}%" for p in pairs)
+        + f"; median {statistics.median(pairs):+.1f}%, range {max(pairs) - min(pairs):.1f} points"
     )
 
 
