@@ -116,6 +116,15 @@ def write_project(
     return root / "evalsets" / "bench.yaml"
 
 
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    """`--model`: the litellm model string the generated suite calls the fake server with."""
+    parser.add_argument(
+        "--model",
+        default="openai/fake-model",
+        help="litellm model string for the fake server (e.g. hosted_vllm/fake-model)",
+    )
+
+
 def timed_run(root: Path, args: list[str]) -> dict[str, Any]:
     command = [str(EVALS), *args]
     env = {**os.environ, KEY_ENV: "sk-fake-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
@@ -394,11 +403,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument(
-        "--model",
-        default="openai/fake-model",
-        help="litellm model string for the fake server (e.g. hosted_vllm/fake-model)",
-    )
+    add_model_option(parser)
     parser.add_argument("--profile", help="profile the runner in-process; write stats here")
     parser.add_argument("--breakdown", action="store_true", help="CPU per call, layer by layer")
     parser.add_argument("--sample", action="store_true", help="pyinstrument profile, in-process")

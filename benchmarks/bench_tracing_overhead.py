@@ -32,7 +32,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_engine import EVALS, KEY_ENV, child_cpu, start_server, write_project
+from bench_engine import (
+    EVALS,
+    KEY_ENV,
+    add_model_option,
+    child_cpu,
+    start_server,
+    write_project,
+)
 
 import tracing
 
@@ -119,11 +126,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument(
-        "--model",
-        default="openai/fake-model",
-        help="litellm model string for the fake server (e.g. hosted_vllm/fake-model)",
-    )
+    add_model_option(parser)
     parser.add_argument("extra", nargs="*", help="more `evals run` options (after --)")
     args = parser.parse_args()
     server, url = start_server(args.latency_ms)
