@@ -297,25 +297,37 @@ class SpanStore:
         self, rows: list[list[Any]], newly_labelled: dict[str, tuple[str | None, str | None]]
     ) -> None:
         """Insert `rows`, and label the spans stored earlier of the traces in `newly_labelled`,
-        in one transaction."""
+        atomically.
+
+        Usually (no earlier span to label) that is one `INSERT` statement in a transaction of
+        its own: SQLite takes the file's write lock and lets it go within that one call, while
+        this thread has given up the GIL. Inside `BEGIN ... COMMIT` the lock stayed held while
+        the thread waited to get the GIL back after each statement, behind a busy event loop
+        (up to the interpreter's switch interval each time), and the run's result commits
+        waited for it (`benchmarks/README.md`: lock held p90 11.9 ms per 256 spans before)."""
         with self._lock:
             if self._closed:
                 raise SpanStoreError(f"span store {self.path} is closed")
             conn = self._conn
+            # A resource new to this file is stored first, in its own statement: a row of it
+            # left without spans (if what follows fails) is harmless, and found again later.
+            resolved = [self._resolve_resource(conn, row) for row in rows]
+            # One statement for the batch: one SQLite step, so this thread gives up the GIL
+            # (and waits to get it back behind a busy event loop) once, not once a span.
+            insert = f"INSERT INTO spans ({_COLUMNS}) VALUES {','.join([_ROW] * len(resolved))}"
+            values = [value for row in resolved for value in row]
+            labels = [
+                (run_id, case_id, trace_id)
+                for trace_id, (run_id, case_id) in newly_labelled.items()
+                if trace_id in self._unlabelled  # a span of it was stored unlabelled before
+            ]
+            if not labels:
+                conn.execute(insert, values)
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
-                resolved = [self._resolve_resource(conn, row) for row in rows]
-                # One statement for the batch: one SQLite step, so this thread gives up the GIL
-                # (and waits to get it back behind a busy event loop) once, not once a span,
-                # all while holding the file's write lock that result commits wait for.
-                conn.execute(
-                    f"INSERT INTO spans ({_COLUMNS}) VALUES {','.join([_ROW] * len(resolved))}",
-                    [value for row in resolved for value in row],
-                )
-                for trace_id, (run_id, case_id) in newly_labelled.items():
-                    if trace_id not in self._unlabelled:
-                        continue  # no span of it was stored unlabelled before this batch
-                    del self._unlabelled[trace_id]
+                conn.execute(insert, values)
+                for run_id, case_id, trace_id in labels:
                     conn.execute(
                         "UPDATE spans SET run_id = coalesce(run_id, ?), "
                         "case_id = coalesce(case_id, ?) WHERE trace_id = ? "
@@ -325,10 +337,9 @@ class SpanStore:
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
-                # A resource inserted in this transaction is gone: forget cached ids.
-                self._resource_ids.clear()
-                self._resource_by_object.clear()
                 raise
+            for _run_id, _case_id, trace_id in labels:
+                del self._unlabelled[trace_id]
 
     def close(self) -> None:
         """Close the connection; later writes raise `SpanStoreError`."""

@@ -100,6 +100,45 @@ def test_ids_reach_children_written_before_and_after_the_root(
     ]
 
 
+def test_labelling_spans_stored_earlier_is_atomic_with_the_batch_that_taught_the_ids(
+    memory: Memory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_trace(memory)
+    finished = list(memory.exporter.get_finished_spans())
+    root = next(s for s in finished if s.parent is None)
+    children = [s for s in finished if s.parent is not None]
+    store = SpanStore(tmp_path / "s.sqlite")
+    store.write(children)  # stored unlabelled: the ids come with the root
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    store.write([root])
+    kinds = [s.split()[0] for s in statements if not s.startswith("SELECT")]
+    assert kinds == ["BEGIN", "INSERT", "UPDATE", "COMMIT"]
+    # A failure inside that transaction leaves neither the batch nor the labels.
+    make_trace(memory)
+    again = [s for s in memory.exporter.get_finished_spans() if s not in finished]
+    store.write([s for s in again if s.parent is not None])
+    real_execute = store._conn
+
+    class Failing:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real_execute, name)
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.startswith("UPDATE"):
+                raise sqlite3.OperationalError("disk I/O error")
+            return real_execute.execute(sql, *args)
+
+    monkeypatch.setattr(store, "_conn", Failing())
+    with pytest.raises(sqlite3.OperationalError):
+        store.write([s for s in again if s.parent is None])
+    store.close()
+    conn = sqlite3.connect(tmp_path / "s.sqlite")
+    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 5  # 3 + 2 children
+    unlabelled = conn.execute("SELECT count(*) FROM spans WHERE run_id IS NULL").fetchone()
+    assert unlabelled[0] == 2
+
+
 def test_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     SpanStore(path).close()
@@ -183,8 +222,10 @@ def test_a_batch_is_labelled_whole_so_a_trace_split_across_its_transactions_need
     store._conn.set_trace_callback(statements.append)
     store.write(finished)  # two transactions: children first, then the root
     store.close()
-    assert sum(s.startswith("BEGIN") for s in statements) == 2
-    assert not [s for s in statements if s.startswith("UPDATE")]
+    # Each is one INSERT statement, its own transaction (no BEGIN: the file's write lock is
+    # never held while this thread waits for the GIL between statements).
+    assert sum(s.startswith("INSERT INTO spans") for s in statements) == 2
+    assert not [s for s in statements if s.startswith(("BEGIN", "UPDATE"))]
     conn = sqlite3.connect(tmp_path / "s.sqlite")
     labels = conn.execute("SELECT DISTINCT run_id, case_id FROM spans").fetchall()
     assert labels == [("r1", "k1")]
