@@ -37,6 +37,7 @@ from bench_engine import (
     KEY_ENV,
     add_model_option,
     child_cpu,
+    compile_checkout,
     start_server,
     write_project,
 )
@@ -129,6 +130,7 @@ def main() -> None:
     add_model_option(parser)
     parser.add_argument("extra", nargs="*", help="more `evals run` options (after --)")
     args = parser.parse_args()
+    compile_checkout()
     server, url = start_server(args.latency_ms)
     tmp = Path(tempfile.mkdtemp(prefix="bench-tracing-overhead-"))
     try:

@@ -94,7 +94,8 @@ _COLUMNS = (
     "span_kind, model, input_tokens, output_tokens, cost_usd, verdict"
 )
 _ROW = f"({', '.join('?' * 22)})"
-# Spans per write transaction: ~256 spans hold the write lock for a few ms (see write).
+# Spans per write (one INSERT, its own transaction): each hold of the file's write lock stays
+# short (see write and _write_rows). 256 x 22 columns is well under SQLite's 32,766 parameters.
 TRANSACTION_SPANS = 256
 _RUN_ID_AT, _CASE_ID_AT = 14, 15  # positions of run_id and case_id in a row
 
