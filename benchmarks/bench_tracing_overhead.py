@@ -46,6 +46,7 @@ from bench_engine import (
 import tracing
 
 TARGET_PCT = 5.0  # issue #5: tracing adds under 5% wall time at N=10,000
+TARGET_CASES = 10_000
 MIN_PAIRS_FOR_INTERVAL = 5
 
 
@@ -123,7 +124,10 @@ def report(cases: int, runs: dict[bool, list[dict[str, Any]]], floor: float) -> 
         + ", ".join(f"{p:+.1f}%" for p in pairs)
         + f"; median {statistics.median(pairs):+.1f}%, range {max(pairs) - min(pairs):.1f} points"
     )
-    print("  " + target_verdict(pairs))
+    verdict = target_verdict(pairs)
+    if cases != TARGET_CASES:
+        verdict += f" (the target is set at N={TARGET_CASES:,}; this is N={cases:,})"
+    print("  " + verdict)
 
 
 def target_verdict(pairs: list[float], target: float = TARGET_PCT) -> str:
