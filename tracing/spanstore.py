@@ -98,6 +98,7 @@ _ROW = f"({', '.join('?' * 22)})"
 # short (see write and _write_rows). 256 x 22 columns is well under SQLite's 32,766 parameters.
 TRANSACTION_SPANS = 256
 _RUN_ID_AT, _CASE_ID_AT = 14, 15  # positions of run_id and case_id in a row
+_Label = tuple[str | None, str | None, str]  # (run id, case id, trace id) for an UPDATE
 
 
 class SpanStoreError(Exception):
@@ -289,15 +290,13 @@ class SpanStore:
         # together (its root last), so they are nearly always stored labelled, without the
         # UPDATE (index lookup, row pages rewritten) a trace split across writes costs.
         with self._lock:
-            learned = self._label(rows)
+            labels = self._label(rows)
         for start in range(0, len(rows), TRANSACTION_SPANS):
-            self._write_rows(rows[start : start + TRANSACTION_SPANS], learned if start == 0 else {})
+            self._write_rows(rows[start : start + TRANSACTION_SPANS], labels if start == 0 else [])
         return len(rows)
 
-    def _write_rows(
-        self, rows: list[list[Any]], newly_labelled: dict[str, tuple[str | None, str | None]]
-    ) -> None:
-        """Insert `rows`, and label the spans stored earlier of the traces in `newly_labelled`,
+    def _write_rows(self, rows: list[list[Any]], labels: list[_Label]) -> None:
+        """Insert `rows`, and label the spans stored earlier of the traces in `labels`,
         atomically.
 
         Usually (no earlier span to label) that is one `INSERT` statement in a transaction of
@@ -317,11 +316,6 @@ class SpanStore:
             # (and waits to get it back behind a busy event loop) once, not once a span.
             insert = f"INSERT INTO spans ({_COLUMNS}) VALUES {','.join([_ROW] * len(resolved))}"
             values = [value for row in resolved for value in row]
-            labels = [
-                (run_id, case_id, trace_id)
-                for trace_id, (run_id, case_id) in newly_labelled.items()
-                if trace_id in self._unlabelled  # a span of it was stored unlabelled before
-            ]
             if not labels:
                 conn.execute(insert, values)
                 return
@@ -337,10 +331,13 @@ class SpanStore:
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                    conn.execute("ROLLBACK")
                 raise
-            for _run_id, _case_id, trace_id in labels:
-                del self._unlabelled[trace_id]
+            # Kept on failure, so the trace's next write tries again.
+            for run_id, case_id, trace_id in labels:
+                if run_id is not None and case_id is not None:
+                    self._unlabelled.pop(trace_id, None)
 
     def close(self) -> None:
         """Close the connection; later writes raise `SpanStoreError`."""
@@ -408,10 +405,13 @@ class SpanStore:
         row[12] = resource_id
         return row
 
-    def _label(self, rows: list[list[Any]]) -> dict[str, tuple[str | None, str | None]]:
-        """Fill run/case ids from the trace cache; return traces whose ids this batch taught."""
+    def _label(self, rows: list[list[Any]]) -> list[_Label]:
+        """Fill run/case ids from the trace cache (and teach it this batch's); return the
+        labels owed to spans stored unlabelled before (traces in `_unlabelled` whose ids are
+        known now), for an `UPDATE` with this batch."""
         cache = self._trace_ids
-        learned: dict[str, tuple[str | None, str | None]] = {}
+        unlabelled = self._unlabelled
+        owed = [t for t in dict.fromkeys(row[0] for row in rows) if t in unlabelled]
         for row in rows:
             run_id, case_id = row[_RUN_ID_AT], row[_CASE_ID_AT]
             if run_id is None and case_id is None:
@@ -423,7 +423,6 @@ class SpanStore:
             if merged != (known_run, known_case):
                 cache[trace_id] = merged
                 cache.move_to_end(trace_id)
-                learned[trace_id] = merged
         for row in rows:
             if row[_RUN_ID_AT] is None or row[_CASE_ID_AT] is None:
                 known = cache.get(row[0])
@@ -431,11 +430,10 @@ class SpanStore:
                     row[_RUN_ID_AT] = row[_RUN_ID_AT] or known[0]
                     row[_CASE_ID_AT] = row[_CASE_ID_AT] or known[1]
         for row in rows:
-            trace_id = row[0]
-            if trace_id not in learned and (row[_RUN_ID_AT] is None or row[_CASE_ID_AT] is None):
-                self._unlabelled[trace_id] = None
-                self._unlabelled.move_to_end(trace_id)
-        for recent in (cache, self._unlabelled):
+            if row[_RUN_ID_AT] is None or row[_CASE_ID_AT] is None:
+                unlabelled[row[0]] = None
+                unlabelled.move_to_end(row[0])
+        for recent in (cache, unlabelled):
             while len(recent) > self._trace_cache_size:
                 recent.popitem(last=False)
-        return learned
+        return [(*cache[t], t) for t in owed if t in cache]

@@ -118,25 +118,31 @@ def test_labelling_spans_stored_earlier_is_atomic_with_the_batch_that_taught_the
     make_trace(memory)
     again = [s for s in memory.exporter.get_finished_spans() if s not in finished]
     store.write([s for s in again if s.parent is not None])
-    real_execute = store._conn
+    real = store._conn
 
     class Failing:
         def __getattr__(self, name: str) -> object:
-            return getattr(real_execute, name)
+            return getattr(real, name)
 
         def execute(self, sql: str, *args: object) -> object:
             if sql.startswith("UPDATE"):
                 raise sqlite3.OperationalError("disk I/O error")
-            return real_execute.execute(sql, *args)
+            return real.execute(sql, *args)
 
     monkeypatch.setattr(store, "_conn", Failing())
+    second_root = [s for s in again if s.parent is None]
     with pytest.raises(sqlite3.OperationalError):
-        store.write([s for s in again if s.parent is None])
-    store.close()
+        store.write(second_root)
     conn = sqlite3.connect(tmp_path / "s.sqlite")
     assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 5  # 3 + 2 children
     unlabelled = conn.execute("SELECT count(*) FROM spans WHERE run_id IS NULL").fetchone()
     assert unlabelled[0] == 2
+    # Written again once the file works, the root still brings its children their ids.
+    monkeypatch.setattr(store, "_conn", real)
+    store.write(second_root)
+    store.close()
+    assert conn.execute("SELECT count(*) FROM spans WHERE run_id IS NULL").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 6
 
 
 def test_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Path) -> None:
