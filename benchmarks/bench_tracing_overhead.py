@@ -10,8 +10,8 @@ process (so its CPU is not charged to the harness) at the given latency, with th
 cache off so every case makes its call. Each repeat runs both modes on a fresh store,
 alternating which goes first. Prints, per N and mode, the median wall time and CPU seconds of
 the `evals` process per case, the overhead of tracing in % of both, each repeat's own on-vs-off
-overhead with their median and range (how noisy the machine was), the median's 95% bootstrap
-interval against the 5% target (met, missed or undecided; from 5 repeats), and checks that
+overhead with their median and range (how noisy the machine was), the median's 95% interval
+against the 5% target (met, missed or undecided; from 6 repeats), and checks that
 every case left a trace (no span dropped).
 """
 
@@ -47,7 +47,7 @@ import tracing
 
 TARGET_PCT = 5.0  # issue #5: tracing adds under 5% wall time at N=10,000
 TARGET_CASES = 10_000
-MIN_PAIRS_FOR_INTERVAL = 5
+MIN_PAIRS_FOR_INTERVAL = 6
 
 
 def one_run(root: Path, suite: Path, store: Path, trace: bool, extra: list[str]) -> dict[str, Any]:
@@ -131,25 +131,29 @@ def report(cases: int, runs: dict[bool, list[dict[str, Any]]], floor: float) -> 
 
 
 def target_verdict(pairs: list[float], target: float = TARGET_PCT) -> str:
-    """The pairs' median with a 95% percentile-bootstrap interval, and what it says about the
-    target: met only if the whole interval is under it, missed only if it is all above."""
-    if len(pairs) < MIN_PAIRS_FOR_INTERVAL:
-        return (
-            f"target (< {target:g}%): undecided, {len(pairs)} pair(s); an interval needs "
-            f"--repeats {MIN_PAIRS_FOR_INTERVAL} or more"
-        )
-    import numpy as np
-    from scipy.stats import bootstrap
+    """The pairs' median with its distribution-free 95% interval (order statistics: the
+    median lies between the k-th smallest and k-th largest pair with probability at least
+    1 - 2 * P(Binomial(n, 1/2) < k)), and what it says about the target: met only if the
+    whole interval is under it, missed only if it is all above. Needs 6 pairs or more."""
+    from scipy.stats import binom
 
-    result = bootstrap(
-        (np.asarray(pairs),), np.median, confidence_level=0.95, method="percentile",
-        n_resamples=10_000, random_state=np.random.default_rng(0),
-    )  # fmt: skip
-    low, high = result.confidence_interval.low, result.confidence_interval.high
+    n = len(pairs)
+    k = 0  # the largest k whose interval still covers the median with >= 95% probability
+    while k + 1 <= n // 2 and 2 * binom.cdf(k, n, 0.5) <= 0.05:
+        k += 1
+    if k == 0:
+        return (
+            f"target (< {target:g}%): undecided, {n} pair(s); a 95% interval for the median "
+            f"needs --repeats {MIN_PAIRS_FOR_INTERVAL} or more"
+        )
+    ordered = sorted(pairs)
+    low, high = ordered[k - 1], ordered[n - k]
+    coverage = 1 - 2 * binom.cdf(k - 1, n, 0.5)
     verdict = "met" if high < target else "missed" if low >= target else "undecided"
     return (
-        f"median of pairs {statistics.median(pairs):+.1f}%, 95% interval {low:+.1f}% to "
-        f"{high:+.1f}% (bootstrap): target (< {target:g}%) {verdict}"
+        f"median of pairs {statistics.median(pairs):+.2f}%, interval {low:+.2f}% to "
+        f"{high:+.2f}% ({100 * coverage:.1f}% confidence, order statistics): "
+        f"target (< {target:g}%) {verdict}"
     )
 
 
