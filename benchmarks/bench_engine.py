@@ -63,7 +63,8 @@ def compile_checkout() -> None:
     figures come from) every `evals` process compiles the project's modules from source as it
     starts: ~0.1-0.15 s of CPU for the modules a run imports, measured in each process."""
     for package in ("harness", "tracing"):
-        compileall.compile_dir(ROOT / package, quiet=1)
+        if not compileall.compile_dir(ROOT / package, quiet=1):
+            raise SystemExit(f"could not compile {ROOT / package}: the figures would not be real")
 
 
 def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:

@@ -282,11 +282,11 @@ class SpanStore:
         self._closed = False
 
     def write(self, spans: Sequence[FinishedSpan]) -> int:
-        """Store `spans`, in transactions of at most `TRANSACTION_SPANS`; returns how many were
-        written. Short transactions keep the file's write lock free for the run's own result
-        commits (the same file, possibly from another process), which wait while it is held."""
+        """Store `spans`, in writes of at most `TRANSACTION_SPANS`; returns how many were
+        written. Short writes keep the file's write lock free for the run's own result commits
+        (the same file, possibly from another process), which wait while it is held."""
         rows = [self._row(span) for span in spans if span.context is not None]
-        # Labelled over the whole batch, not per transaction: a trace's spans end close
+        # Labelled over the whole batch, not per write: a trace's spans end close
         # together (its root last), so they are nearly always stored labelled, without the
         # UPDATE (index lookup, row pages rewritten) a trace split across writes costs.
         with self._lock:
@@ -429,10 +429,9 @@ class SpanStore:
                 if known is not None:
                     row[_RUN_ID_AT] = row[_RUN_ID_AT] or known[0]
                     row[_CASE_ID_AT] = row[_CASE_ID_AT] or known[1]
-        for row in rows:
-            if row[_RUN_ID_AT] is None or row[_CASE_ID_AT] is None:
-                unlabelled[row[0]] = None
-                unlabelled.move_to_end(row[0])
+                if row[_RUN_ID_AT] is None or row[_CASE_ID_AT] is None:  # stored unlabelled
+                    unlabelled[row[0]] = None
+                    unlabelled.move_to_end(row[0])
         for recent in (cache, unlabelled):
             while len(recent) > self._trace_cache_size:
                 recent.popitem(last=False)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Status, StatusCode
 from tracing_testkit import Memory
 
@@ -30,6 +32,12 @@ def make_trace(memory: Memory) -> None:
             raise KeyError("missing")
         root.span.set_status(Status(StatusCode.OK))
         root.set_attribute(c.EVALS_VERDICT, "pass")
+
+
+def root_and_children(spans: Sequence[ReadableSpan]) -> tuple[ReadableSpan, list[ReadableSpan]]:
+    """A trace's root span and its other spans, in the order they ended."""
+    root = next(s for s in spans if s.parent is None)
+    return root, [s for s in spans if s.parent is not None]
 
 
 def test_round_trip_keeps_ids_parents_attributes_events_status(
@@ -83,9 +91,7 @@ def test_ids_reach_children_written_before_and_after_the_root(
     memory: Memory, tmp_path: Path
 ) -> None:
     make_trace(memory)
-    finished = list(memory.exporter.get_finished_spans())
-    root = next(s for s in finished if s.parent is None)
-    children = [s for s in finished if s.parent is not None]
+    root, children = root_and_children(memory.exporter.get_finished_spans())
     store = SpanStore(tmp_path / "s.sqlite")
     store.write(children[:1])  # children end first, in an earlier batch
     store.write([root])
@@ -105,8 +111,7 @@ def test_labelling_spans_stored_earlier_is_atomic_with_the_batch_that_taught_the
 ) -> None:
     make_trace(memory)
     finished = list(memory.exporter.get_finished_spans())
-    root = next(s for s in finished if s.parent is None)
-    children = [s for s in finished if s.parent is not None]
+    root, children = root_and_children(finished)
     store = SpanStore(tmp_path / "s.sqlite")
     store.write(children)  # stored unlabelled: the ids come with the root
     statements: list[str] = []
@@ -116,8 +121,10 @@ def test_labelling_spans_stored_earlier_is_atomic_with_the_batch_that_taught_the
     assert kinds == ["BEGIN", "INSERT", "UPDATE", "COMMIT"]
     # A failure inside that transaction leaves neither the batch nor the labels.
     make_trace(memory)
-    again = [s for s in memory.exporter.get_finished_spans() if s not in finished]
-    store.write([s for s in again if s.parent is not None])
+    second_root, second_children = root_and_children(
+        [s for s in memory.exporter.get_finished_spans() if s not in finished]
+    )
+    store.write(second_children)
     real = store._conn
 
     class Failing:
@@ -130,16 +137,15 @@ def test_labelling_spans_stored_earlier_is_atomic_with_the_batch_that_taught_the
             return real.execute(sql, *args)
 
     monkeypatch.setattr(store, "_conn", Failing())
-    second_root = [s for s in again if s.parent is None]
     with pytest.raises(sqlite3.OperationalError):
-        store.write(second_root)
+        store.write([second_root])
     conn = sqlite3.connect(tmp_path / "s.sqlite")
     assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 5  # 3 + 2 children
     unlabelled = conn.execute("SELECT count(*) FROM spans WHERE run_id IS NULL").fetchone()
     assert unlabelled[0] == 2
     # Written again once the file works, the root still brings its children their ids.
     monkeypatch.setattr(store, "_conn", real)
-    store.write(second_root)
+    store.write([second_root])
     store.close()
     assert conn.execute("SELECT count(*) FROM spans WHERE run_id IS NULL").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 6
