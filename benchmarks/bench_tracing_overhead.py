@@ -37,8 +37,11 @@ from bench_engine import (
     EVALS,
     KEY_ENV,
     add_model_option,
+    adopt_orphans,
     child_cpu,
+    children,
     compile_checkout,
+    reap_new_children,
     start_server,
     write_project,
 )
@@ -54,9 +57,11 @@ def one_run(root: Path, suite: Path, store: Path, trace: bool, extra: list[str])
     args = [str(EVALS), "run", str(suite.relative_to(root)), "--store", str(store), "--json",
             "--cache", "off", *([] if trace else ["--no-trace"]), *extra]  # fmt: skip
     env = {**os.environ, KEY_ENV: "sk-fake-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    cpu_before, started = child_cpu(), time.perf_counter()
+    before, cpu_before, started = children(), child_cpu(), time.perf_counter()
     done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - started, child_cpu() - cpu_before
+    wall = time.perf_counter() - started
+    reap_new_children(before)
+    cpu = child_cpu() - cpu_before
     if done.returncode not in (0, 1):
         raise SystemExit(f"evals run failed ({done.returncode}):\n{done.stderr[-3000:]}")
     summary = json.loads(done.stdout)
@@ -167,6 +172,7 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more `evals run` options (after --)")
     args = parser.parse_args()
     compile_checkout()
+    adopt_orphans()
     server, url = start_server(args.latency_ms)
     tmp = Path(tempfile.mkdtemp(prefix="bench-tracing-overhead-"))
     try:

@@ -184,6 +184,20 @@ def is_local(model_id: str) -> bool:
     return model_id.startswith(LOCAL_PROVIDER + "/")
 
 
+def cache_use(mode: CacheMode, request: ChatRequest) -> tuple[bool, bool]:
+    """(read from the cache, write to the cache) for this request under cache `mode`."""
+    if mode == "off":
+        return False, False
+    if mode == "read-only":
+        return True, False
+    if mode == "refresh":
+        return False, True
+    if mode == "on":
+        return True, True
+    deterministic = float(request.params.get("temperature", 1.0) or 0.0) == 0.0
+    return deterministic, deterministic
+
+
 def cache_key(model: ModelConfig, request: ChatRequest) -> str:
     """The canonical request: everything that can change the answer, nothing that cannot."""
     params = {name: request.params.get(name) for name in KEY_PARAMS}
@@ -348,16 +362,9 @@ class ModelClient:
 
     def _use_cache(self, request: ChatRequest) -> tuple[bool, bool]:
         """(read from the cache, write to the cache) for this request."""
-        if self.cache is None or self.cache_mode == "off":
+        if self.cache is None:
             return False, False
-        if self.cache_mode == "read-only":
-            return True, False
-        if self.cache_mode == "refresh":
-            return False, True
-        if self.cache_mode == "on":
-            return True, True
-        deterministic = float(request.params.get("temperature", 1.0) or 0.0) == 0.0
-        return deterministic, deterministic
+        return cache_use(self.cache_mode, request)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """One chat completion, traced as an LLM span. Raises ProviderCallError when it fails

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
 import signal
 import time
@@ -177,7 +175,7 @@ class Runner:
         self.suite = suite
         self.worker_spec = worker_spec  # how a child process rebuilds this run (None: no children)
         self.early: workers_mod.EarlyStart | None = None  # children started before validation
-        self._children: list[Any] = []
+        self._children: workers_mod.Children | None = None
         self._queues: dict[str, Any] = {}
         self._shared = False
         self.store = store
@@ -280,7 +278,7 @@ class Runner:
             status = "aborted" if self._abort_reason else "interrupted"
         results = self.store.results(self.run_id, for_summary=True)  # latest of each item
         summary = summarize(results, self.suite.config.thresholds, planned=planned)
-        summary["processes"] = 1 + len(self._children)
+        summary["processes"] = 1 + len(self._children.started() if self._children else [])
         reason = self._error_rate_verdict(status, summary)
         summary.update(
             max_error_rate=self.max_error_rate,
@@ -391,12 +389,12 @@ class Runner:
         if early is not None:  # started before the run was validated: give them the work
             early.taken = True
             self._queues = workers_mod.fill_queues(early.context, pending, processes, early.queues)
-            self._children = list(early.children)
+            self._children = early.starting
             early.spec.go.set()
         else:
-            context = workers_mod.spawn_context()
+            context = workers_mod.worker_context()
             self._queues = workers_mod.fill_queues(context, pending, processes)
-            self._children = workers_mod.spawn_children(
+            self._children = workers_mod.Children(
                 context, self.worker_spec, self._queues, processes - 1
             )
         self._shared = True
@@ -406,22 +404,22 @@ class Runner:
         }
 
     async def _join_children(self) -> None:
+        if self._children is None:
+            return
+        children = await asyncio.to_thread(self._children.started)
         if self._stopping.is_set():
-            self._signal_children()
-        for child in self._children:
+            self._signal_children()  # again: a child may have started since the stop
+        for child in children:
             await asyncio.to_thread(child.join, self.options.grace_s + 30)
             if child.is_alive():
                 child.kill()
         for queue in self._queues.values():
             queue.cancel_join_thread()  # leftover chunks (after a stop) must not block exit
-        if self._children:
-            self._poll_progress()
+        self._poll_progress()
 
     def _signal_children(self) -> None:
-        for child in self._children:
-            if child.is_alive() and child.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGTERM)
+        if self._children is not None:
+            self._children.signal(signal.SIGTERM)
 
     def _poll_progress(self) -> None:
         """With worker processes, progress and the error-rate check read the shared store."""

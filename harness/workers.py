@@ -4,6 +4,7 @@ cost, not the network, is what limits one process)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -69,12 +70,15 @@ def chunk_size(pending: int, processes: int) -> int:
 
 
 def auto_workers(pending: int, local_model: bool) -> int:
-    """Processes for a run: both cores for big runs against remote providers; one otherwise
-    (the bundled model already uses every core, and small runs do not repay a process start)."""
+    """Processes for a run: one more than the cores (at most 4) for big runs against remote
+    providers, as each process's event loop then queues less of the others' work per call
+    (10,000 calls on 2 cores: 3 processes ~1 s faster than 2, 4 no faster than 3); one
+    otherwise (the bundled model already uses every core, and small runs do not repay a
+    process start)."""
     cores = os.cpu_count() or 1
     if local_model or pending < AUTO_MIN_ITEMS or cores < 2:
         return 1
-    return min(cores, 4)
+    return min(cores + 1, 4)
 
 
 def fill_queues(
@@ -104,8 +108,12 @@ class EarlyStart:
     context: Any
     spec: WorkerSpec
     queues: dict[str, Any]
-    children: list[Any]
+    starting: Children
     taken: bool = False  # the run gave them its work (and joins them)
+
+    @property
+    def children(self) -> list[Any]:
+        return self.starting.started()
 
     def cancel(self) -> None:
         """The run will not use them (it was refused, or failed to start): stop them. They
@@ -119,24 +127,55 @@ class EarlyStart:
             queue.close()
 
 
-def start_early(spec: WorkerSpec, labels: list[str], processes: int) -> EarlyStart:
+def start_early(
+    spec: WorkerSpec, labels: list[str], processes: int, preload_litellm: bool = True
+) -> EarlyStart:
     """Start `processes - 1` children for a run about to be validated, with empty queues."""
-    context = spawn_context()
+    context = worker_context(preload_litellm)
     spec.processes = processes
     spec.go = context.Event()
     queues = {label: context.Queue() for label in labels}
-    return EarlyStart(context, spec, queues, spawn_children(context, spec, queues, processes - 1))
+    return EarlyStart(context, spec, queues, Children(context, spec, queues, processes - 1))
 
 
-def spawn_children(context: Any, spec: WorkerSpec, queues: dict[str, Any], count: int) -> list[Any]:
-    """Start `count` worker processes taking work from `queues`."""
-    children = []
-    with main_module_hidden():
-        for _ in range(count):
-            child = context.Process(target=child_main, args=(spec, queues), daemon=True)
-            child.start()
-            children.append(child)
-    return children
+class Children:
+    """`count` worker processes taking work from `queues`, started in a thread: the fork
+    server answers a first start only once it has imported what a worker needs (~2.5 s, in
+    parallel with the parent's own imports), and the parent must not wait for it."""
+
+    def __init__(self, context: Any, spec: WorkerSpec, queues: dict[str, Any], count: int):
+        spec.environ = dict(os.environ)
+        spec.parent_pid = os.getpid()
+        self.processes = [
+            context.Process(target=child_main, args=(spec, queues), daemon=True)
+            for _ in range(count)
+        ]
+        self._started: list[Any] = []
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._start, name="start-workers", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            with main_module_hidden():
+                for child in self.processes:
+                    child.start()
+                    self._started.append(child)
+        except Exception as exc:  # the others take every chunk (the sentinels come last)
+            self.failure = exc
+            sys.stderr.write(f"evals: a worker process could not start ({exc}); going on without\n")
+
+    def started(self) -> list[Any]:
+        """The processes that were started (waits until every start was tried)."""
+        self._thread.join()
+        return list(self._started)
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to each child started so far."""
+        for child in self.processes:
+            if child.pid is not None and child.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signum)
 
 
 @dataclass
@@ -154,11 +193,26 @@ class WorkerSpec:
     # a child loads the suite (importing litellm for its model check, in parallel with the
     # parent's), then waits for this event before it opens the store or takes work.
     go: Any = None
+    # The parent's environment and pid: a child is forked from the fork server, whose own
+    # environment is the one the parent had when the server started.
+    environ: dict[str, str] = field(default_factory=dict, repr=False)
+    parent_pid: int = 0
 
 
-def spawn_context() -> Any:
-    # spawn, not fork: the parent holds threads (tracing's exporter, the SQLite connection).
-    return multiprocessing.get_context("spawn")
+def worker_context(preload_litellm: bool = True) -> Any:
+    """Worker processes are forked from a fork server that imported the engine once, and
+    litellm too for a run that will call models (`harness.worker_preload`): a third or fourth
+    worker then costs no import of its own, which on two cores would delay every worker's
+    start by ~1 s. A fork server is a fresh single-threaded process, so forking it is safe
+    where forking the parent (threads, SQLite connections) is not. What it preloads is fixed
+    when it starts, by a process's first run with workers. Spawn where there is no fork server
+    (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    preload = "harness.worker_preload_litellm" if preload_litellm else "harness.worker_preload"
+    context.set_forkserver_preload([preload])
+    return context
 
 
 @contextmanager
@@ -181,7 +235,7 @@ def main_module_hidden() -> Iterator[None]:
 def exit_with_parent(poll_s: float = 0.1) -> None:
     """Quit as soon as the parent dies (kill -9): an orphan would go on calling the provider
     and writing results while the user resumes the run, so cases would run twice."""
-    parent = os.getppid()
+    parent = os.getppid()  # the fork server, which quits when the parent does
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -198,6 +252,9 @@ def child_main(spec: WorkerSpec, queues: dict[str, Any]) -> None:
     # The parent coordinates Ctrl-C; SIGTERM (sent by the parent) stops taking new work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
+    if spec.environ:  # forked from the fork server: take the parent's environment
+        os.environ.clear()
+        os.environ.update(spec.environ)
     try:
         suite = load_for_run(
             spec.suite_path,

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import workers
-from tests.helpers import KEY_ENV, make_project, spawn, threaded_server, wait_for_requests
+from tests.helpers import (
+    KEY_ENV,
+    case_rows,
+    make_project,
+    result_rows,
+    run_json,
+    spawn,
+    threaded_server,
+    wait_for_requests,
+)
 
 
 def test_chunks_are_small_enough_to_balance_the_tail() -> None:
@@ -21,9 +31,89 @@ def test_chunks_are_small_enough_to_balance_the_tail() -> None:
 
 def test_auto_uses_every_core_only_for_big_remote_runs(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
-    assert workers.auto_workers(10_000, local_model=False) == 2
+    assert workers.auto_workers(10_000, local_model=False) == 3
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 8)
+    assert workers.auto_workers(10_000, local_model=False) == 4
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 1)
+    assert workers.auto_workers(10_000, local_model=False) == 1
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
     assert workers.auto_workers(10_000, local_model=True) == 1
     assert workers.auto_workers(workers.AUTO_MIN_ITEMS - 1, local_model=False) == 1
+
+
+ENV_TARGET = """
+import asyncio, os
+
+async def answer(case):
+    await asyncio.sleep(0.1)
+    return os.environ.get("EVALS_TEST_MARK", "unset") + " " + str(os.getpid())
+"""
+
+
+def test_worker_processes_see_the_environment_the_run_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers are forked from a fork server, which keeps the environment it started with;
+    # each run's workers must see the parent's environment as it is when that run starts
+    # (an API key exported between two runs, say).
+    module = f"envtarget_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(ENV_TARGET, encoding="utf-8")
+    project = make_project(
+        tmp_path,
+        None,
+        n=120,
+        models=[],
+        thresholds={},
+        target=f"python:{module}:answer",
+        concurrency=4,
+    )
+    del project.suite_data["prompt"]
+    project.write()
+    for mark in ("first", "second"):
+        monkeypatch.setenv("EVALS_TEST_MARK", mark)
+        code, summary = run_json(project, "--workers", "2")
+        assert code == 0 and summary["processes"] == 2, summary
+        outputs = [row["output"] for row in result_rows(project.store, summary["run_id"])]
+        assert len(outputs) == 120
+        assert {output.split()[0] for output in outputs} == {mark}
+        assert len({output.split()[1] for output in outputs}) == 2  # both processes took work
+
+
+def test_a_run_answered_from_the_cache_is_told_apart_from_one_that_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Decides whether worker processes start with litellm imported (see harness.workers).
+    from harness.execute import expects_model_calls, load_for_run
+    from harness.runner import RunOptions
+
+    def expects(project: Any, **options: Any) -> bool:
+        run_options = RunOptions(**options)
+        suite = load_for_run(
+            project.suite,
+            project_dir=project.root,
+            store_path=project.store,
+            options=run_options,
+            model_ids=None,
+            check_cases=False,
+        )
+        return expects_model_calls(suite, run_options, project.store)
+
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    with threaded_server() as server:
+        project = make_project(tmp_path, server.url, n=40)
+        assert expects(project)  # no store yet
+        code, _ = run_json(project)
+        assert code in (0, 1) and server.stats.total == 40
+    assert not expects(project)  # every item is in the response cache
+    assert expects(project, cache_mode="off")
+    assert expects(project, cache_mode="refresh")
+    assert not expects(project, cache_mode="read-only")
+    project.rows = [{**row, "reply": row["reply"] + " again"} for row in project.rows]
+    project.write()
+    assert expects(project)  # new requests: none cached
+    project.rows = project.rows[:20] + case_rows(40)[20:]
+    project.write()
+    assert expects(project)  # half of them cached: still calls
 
 
 def _counts(store: Path) -> tuple[int, int, int]:
@@ -106,7 +196,7 @@ if __name__ == "__mp_main__":  # the parent's main script, run again in a spawne
 if __name__ == "__main__":
     import multiprocessing
     from harness import workers
-    context = workers.spawn_context()
+    context = workers.worker_context()
     main = sys.modules["__main__"]
     before = (main.__file__, main.__spec__)
     if sys.argv[1] == "hidden":
@@ -150,8 +240,8 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
     started: list[workers.EarlyStart] = []
     start_early = workers.start_early
 
-    def recording(*args: Any) -> workers.EarlyStart:
-        started.append(start_early(*args))
+    def recording(*args: Any, **kwargs: Any) -> workers.EarlyStart:
+        started.append(start_early(*args, **kwargs))
         return started[-1]
 
     monkeypatch.setattr(workers, "start_early", recording)
