@@ -114,9 +114,9 @@ def _start_early(
     suite: Suite, options: RunOptions, spec: workers_mod.WorkerSpec
 ) -> workers_mod.EarlyStart | None:
     """Start a new run's worker processes as soon as its suite is loaded, before its models
-    are checked: a child loads the suite and imports litellm (~2.5 s) while the parent does
-    the same, instead of after. None when the run will not use them (one process, or a target
-    that prepares an index, which the parent must build first)."""
+    are checked: their fork server imports litellm (~2 s) while the parent does the same, and
+    each child loads the suite, instead of after. None when the run will not use them (one
+    process, or a target that prepares an index, which the parent must build first)."""
     if options.workers == 1 or hasattr(suite.target, "prepare"):
         return None
     repeat = options.repeat or suite.config.repeat

@@ -375,8 +375,8 @@ class Runner:
         self, queues: dict[str, deque[tuple[Case, int]]], processes: int
     ) -> dict[str, Any]:
         """Share the pending work with processes-1 children through chunked queues; each child
-        takes chunks as soon as it is up (it imports litellm only at its first call, so one
-        started for a cached re-run costs ~1 s of CPU on the other core). Children a new run
+        takes chunks as soon as it is up (forked from a fork server that imported litellm,
+        unless the run looked answered from the cache: `harness.workers`). Children a new run
         started before its model check (`_start_early`) get the work now. This process keeps
         its share of each model's concurrency."""
         assert self.worker_spec is not None

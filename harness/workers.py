@@ -190,8 +190,8 @@ class WorkerSpec:
     model_ids: list[str] = field(default_factory=list)
     processes: int = 1
     # Set by a parent that started its children before validating the run (`start_early`):
-    # a child loads the suite (importing litellm for its model check, in parallel with the
-    # parent's), then waits for this event before it opens the store or takes work.
+    # a child loads the suite (its model check included), then waits for this event before
+    # it opens the store or takes work.
     go: Any = None
     # The parent's environment and pid: a child is forked from the fork server, whose own
     # environment is the one the parent had when the server started.

@@ -229,7 +229,7 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Worker processes start as soon as the suite is loaded, before its models are checked
-    # (they import litellm meanwhile). A model check that then fails must stop them, with
+    # (they load the suite meanwhile). A model check that then fails must stop them, with
     # nothing written and no process left.
     import multiprocessing
 
