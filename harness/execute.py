@@ -139,20 +139,12 @@ def expects_model_calls(suite: Suite, options: RunOptions, store_path: Path) -> 
         return True
     if options.cache_mode in ("off", "refresh") or not store_path.is_file():
         return True
-    step = max(1, len(suite.cases) // CALL_SAMPLE)
-    keys = []
-    for model in suite.models:
-        client = ModelClient(model, cache_mode=options.cache_mode)
-        for case in suite.cases[::step][:CALL_SAMPLE]:
-            request = ChatRequest(
-                messages=suite.target.prompt.render(case),
-                params=merged_params(suite.target.prompt, client),
-                epoch=0,
-                **suite.target.prompt.request_options(),
-            )
-            if not cache_use(options.cache_mode, request)[0]:
-                return True
-            keys.append(cache_key(model, request))
+    try:
+        keys = _sampled_cache_keys(suite, suite.target, options)
+    except Exception:  # e.g. a case that does not render: the run's own checks report it
+        return True
+    if keys is None:
+        return True
     try:
         uri = f"{store_path.resolve().as_uri()}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
@@ -163,6 +155,26 @@ def expects_model_calls(suite: Suite, options: RunOptions, store_path: Path) -> 
     except sqlite3.Error:
         return True
     return found < len(keys) * 0.9
+
+
+def _sampled_cache_keys(suite: Suite, target: ChatTarget, options: RunOptions) -> list[str] | None:
+    """Response-cache keys of a sample of the run's first-epoch requests (`CALL_SAMPLE` per
+    model); None when one of them would not be read from the cache at all."""
+    step = max(1, len(suite.cases) // CALL_SAMPLE)
+    keys = []
+    for model in suite.models:
+        client = ModelClient(model, cache_mode=options.cache_mode)
+        for case in suite.cases[::step][:CALL_SAMPLE]:
+            request = ChatRequest(
+                messages=target.prompt.render(case),
+                params=merged_params(target.prompt, client),
+                epoch=0,
+                **target.prompt.request_options(),
+            )
+            if not cache_use(options.cache_mode, request)[0]:
+                return None
+            keys.append(cache_key(model, request))
+    return keys
 
 
 def _tracing_counts_key(run_id: str, parent_pid: int) -> str:

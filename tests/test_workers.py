@@ -114,6 +114,9 @@ def test_a_run_answered_from_the_cache_is_told_apart_from_one_that_calls(
     project.rows = project.rows[:20] + case_rows(40)[20:]
     project.write()
     assert expects(project)  # half of them cached: still calls
+    project.rows = [{k: v for k, v in row.items() if k != "reply"} for row in case_rows(40)]
+    project.write()
+    assert expects(project)  # cases that do not render: no answer, no error (the run reports it)
 
 
 def _counts(store: Path) -> tuple[int, int, int]:
