@@ -148,6 +148,7 @@ def expects_model_calls(suite: Suite, options: RunOptions, store_path: Path) -> 
     try:
         uri = f"{store_path.resolve().as_uri()}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            keys = sorted(set(keys))  # the same request twice is one entry
             marks = ",".join("?" * len(keys))
             found = db.execute(
                 f"SELECT COUNT(*) FROM response_cache WHERE key IN ({marks})", keys

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -232,14 +232,19 @@ def main_module_hidden() -> Iterator[None]:
             setattr(main, name, value)
 
 
-def exit_with_parent(poll_s: float = 0.1) -> None:
+def exit_with_parent() -> None:
     """Quit as soon as the parent dies (kill -9): an orphan would go on calling the provider
-    and writing results while the user resumes the run, so cases would run twice."""
-    parent = os.getppid()  # the fork server, which quits when the parent does
+    and writing results while the user resumes the run, so cases would run twice. Watched
+    through multiprocessing's parent sentinel, which reports the parent's end whether the
+    child was forked from the fork server (its parent process is then the fork server, which
+    outlives the run's parent while any of its children lives) or spawned."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_s)
+        multiprocessing.connection.wait([sentinel])
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
@@ -249,11 +254,19 @@ def child_main(spec: WorkerSpec, queues: dict[str, Any]) -> None:
     """Entry point of a worker process: rebuild the suite, then take work until none is left."""
     from harness.execute import load_for_run, run_worker_process
 
-    # The parent coordinates Ctrl-C; SIGTERM (sent by the parent) stops taking new work.
+    # The parent coordinates Ctrl-C; SIGTERM (sent by the parent) stops taking new work. A
+    # child forked from the fork server inherits its ignored SIGTERM and SIGHUP: undo that.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     exit_with_parent()
-    if spec.environ:  # forked from the fork server: take the parent's environment
+    if spec.environ:  # forked from the fork server: take the parent's environment, plus
+        # what the fork server's import of litellm added (its `.env`), which the parent may
+        # not have loaded yet
+        preload = sys.modules.get("harness.worker_preload_litellm")
+        added = dict(getattr(preload, "ADDED_BY_IMPORT", {}))
         os.environ.clear()
+        os.environ.update(added)
         os.environ.update(spec.environ)
     try:
         suite = load_for_run(
