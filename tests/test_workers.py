@@ -228,6 +228,57 @@ def test_worker_processes_do_not_run_the_parents_main_script_again(tmp_path: Pat
         assert marker.exists() is reran, mode  # the plain case shows the test can tell
 
 
+ORPHAN_SCRIPT = """
+import sys, time
+from harness import workers
+
+def child():
+    workers.exit_with_parent()
+    time.sleep(120)
+
+if __name__ == "__main__":
+    process = workers.worker_context(preload_litellm=False).Process(target=child, daemon=True)
+    process.start()
+    print(process.pid, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_worker_quits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    # A worker's parent process is the fork server, which outlives a killed parent while any
+    # of its children lives: the worker must watch the parent that started it, not getppid.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = 0
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(30)
+        deadline = time.monotonic() + 10
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(worker), "the worker outlived its killed parent"
+    finally:
+        if worker and _running(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
