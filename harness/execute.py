@@ -37,6 +37,7 @@ from harness.suite import Selection, Suite, load_suite
 from harness.targets import ChatTarget, merged_params
 
 CALL_SAMPLE = 16  # items per model whose cache entries say whether a run will call models
+CACHED_ENOUGH = 0.9  # share of them in the response cache for a run judged not to call models
 
 
 def load_for_run(
@@ -155,7 +156,7 @@ def expects_model_calls(suite: Suite, options: RunOptions, store_path: Path) -> 
             ).fetchone()[0]
     except sqlite3.Error:
         return True
-    return found < len(keys) * 0.9
+    return found < len(keys) * CACHED_ENOUGH
 
 
 def _sampled_cache_keys(suite: Suite, target: ChatTarget, options: RunOptions) -> list[str] | None:

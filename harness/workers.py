@@ -151,7 +151,6 @@ class Children:
             for _ in range(count)
         ]
         self._started: list[Any] = []
-        self.failure: BaseException | None = None
         self._thread = threading.Thread(target=self._start, name="start-workers", daemon=True)
         self._thread.start()
 
@@ -162,7 +161,6 @@ class Children:
                     child.start()
                     self._started.append(child)
         except Exception as exc:  # the others take every chunk (the sentinels come last)
-            self.failure = exc
             sys.stderr.write(f"evals: a worker process could not start ({exc}); going on without\n")
 
     def started(self) -> list[Any]:
