@@ -42,10 +42,18 @@ def test_auto_uses_every_core_only_for_big_remote_runs(monkeypatch) -> None:  # 
 
 
 ENV_TARGET = """
-import asyncio, os
+import asyncio, os, pathlib, time
 
 async def answer(case):
-    await asyncio.sleep(0.1)
+    # Each call waits until a second process has called in this round too (at most 30 s):
+    # the parent must not finish every case while its worker is still starting.
+    here = pathlib.Path(__file__).parent
+    seen = here / ("pids-" + (here / "round").read_text())
+    seen.mkdir(exist_ok=True)
+    (seen / str(os.getpid())).touch()
+    deadline = time.monotonic() + 30
+    while len(list(seen.iterdir())) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     return os.environ.get("EVALS_TEST_MARK", "unset") + " " + str(os.getpid())
 """
 
@@ -71,6 +79,7 @@ def test_worker_processes_see_the_environment_the_run_started_with(
     project.write()
     for mark in ("first", "second"):
         monkeypatch.setenv("EVALS_TEST_MARK", mark)
+        (tmp_path / "round").write_text(mark, encoding="utf-8")
         code, summary = run_json(project, "--workers", "2")
         assert code == 0 and summary["processes"] == 2, summary
         outputs = [row["output"] for row in result_rows(project.store, summary["run_id"])]
