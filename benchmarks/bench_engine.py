@@ -15,7 +15,9 @@ litellm's first-call set-up excluded): a bare aiohttp POST, `litellm.acompletion
 `ModelClient.complete` (cache off), and the whole runner (`execute`: render, call, score, store,
 trace). `--profile FILE` runs the whole runner in-process under cProfile after a warm-up and
 prints where the CPU went, by package and by function (cProfile slows the run: read its shares,
-not its wall time).
+not its wall time). `--without-litellm` is a measurement aid: the first run's litellm call is
+swapped for a bare aiohttp POST in every process (`benchmarks/without_litellm/`), which shows
+what the rest of the harness costs; litellm is still imported, so start-up stays as it is.
 """
 
 from __future__ import annotations
@@ -170,9 +172,16 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def timed_run(root: Path, args: list[str]) -> dict[str, Any]:
+WITHOUT_LITELLM = Path(__file__).resolve().parent / "without_litellm"
+
+
+def timed_run(root: Path, args: list[str], without_litellm: bool = False) -> dict[str, Any]:
     command = [str(EVALS), *args]
     env = {**os.environ, KEY_ENV: "sk-fake-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    if without_litellm:  # a measurement aid: see benchmarks/without_litellm/sitecustomize.py
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(WITHOUT_LITELLM), env.get("PYTHONPATH")])
+        )
     before = children()
     cpu_before = child_cpu()
     started = time.perf_counter()
@@ -455,6 +464,11 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="CPU per call, layer by layer")
     parser.add_argument("--sample", action="store_true", help="pyinstrument profile, in-process")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    parser.add_argument(
+        "--without-litellm",
+        action="store_true",
+        help="measurement aid: litellm's call swapped for a bare aiohttp POST (first run only)",
+    )
     parser.add_argument("extra", nargs="*", help="more `evals run` options (after --)")
     args = parser.parse_args()
     # SIGTERM unwinds through `finally`, so the fake server process is stopped too.
@@ -476,7 +490,7 @@ def main() -> None:
             in_process(tmp, url, args)
             return
         before = server_requests(url)
-        first = timed_run(tmp, run_args)
+        first = timed_run(tmp, run_args, without_litellm=args.without_litellm)
         sent = server_requests(url) - before
         summary = first["summary"]
         print(

@@ -153,6 +153,13 @@ def run(
             on_progress=on_progress,
             install_signals=_install_signals,
         )
+    except KeyboardInterrupt:  # a Ctrl-C outside the run's own handler, e.g. while it loads
+        if resume is None and not (started and started[0].recorded):
+            err.print("interrupted before the run started: no run was recorded")
+        else:
+            run_id = started[0].run_id if started else resume
+            err.print(f"interrupted: resume with `evals run --resume {run_id}`")
+        raise typer.Exit(130) from None
     except HarnessError as exc:
         aborted = started[0].outcome if started and isinstance(exc, RunAborted) else None
         if aborted is None:

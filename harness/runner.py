@@ -183,6 +183,7 @@ class Runner:
         self.on_progress = on_progress
         self.resume = resume
         self.run_id = run_id or new_run_id()
+        self.recorded = resume  # whether the store holds this run's record (a resumed one does)
         self.repeat = options.repeat or suite.config.repeat
         self.max_error_rate = max_error_rate(suite, options)
         self.outcome: RunOutcome | None = None  # set when the run ends (aborted runs too)
@@ -217,6 +218,7 @@ class Runner:
             self.store.update_run(self.run_id, status="running")
             return self.store.completed_keys(self.run_id)
         self.store.create_run(self.run_id, self.suite.name, manifest)
+        self.recorded = True
         return set()
 
     def _make_clients(self) -> list[tuple[str, ModelConfig | None]]:

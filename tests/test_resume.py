@@ -384,6 +384,85 @@ def test_sigkill_of_a_run_with_worker_processes_leaves_no_orphans(tmp_path: Path
     assert sum(per_case.values()) <= 200 + 2 * CONCURRENCY
 
 
+def fork_servers(pid: int) -> list[int]:
+    """The multiprocessing fork servers among `pid`'s descendants."""
+    found = []
+    for child in worker_children(pid):
+        with contextlib.suppress(OSError):
+            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return found
+
+
+def wait_until_gone(pids: list[int], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = alive(pids)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "a process of the run outlived it"
+
+
+def test_ctrl_c_while_the_run_starts_quits_cleanly(tmp_path: Path) -> None:
+    # A Ctrl-C reaches the whole process group, the fork server included, which is then
+    # still importing what workers need (~2 s): exit 130 with one line, no traceback from
+    # any process, none left behind, nothing recorded.
+    with threaded_server(latency_ms=50) as server:
+        project = make_project(tmp_path, server.url, n=200, concurrency=CONCURRENCY)
+        proc = spawn(project, project.run_args("--workers", "2"), start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not fork_servers(proc.pid):
+            assert proc.poll() is None, finish(proc)[2][-2000:]
+            assert time.monotonic() < deadline, "no fork server appeared"
+            time.sleep(0.002)
+        time.sleep(0.5)  # past the fork server's own start-up, into its imports (~2.5 s)
+        processes = worker_children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        code, _out, err = finish(proc)
+        wait_until_gone(processes + worker_children(proc.pid))
+        assert code == 130, err[-2000:]
+        assert "Traceback" not in err, err[-3000:]
+        records = run_records(project.store) if project.store.exists() else []
+        if records:  # the parent was quicker than usual: its run is resumable
+            assert records[0]["status"] == "interrupted", records
+            assert "resume with `evals run --resume" in err
+        else:
+            assert "interrupted before the run started: no run was recorded" in err, err
+            assert server.stats.total == 0
+
+
+def test_sigterm_to_the_process_group_stops_a_run_with_workers_then_resume(
+    tmp_path: Path,
+) -> None:
+    # What a CI runner does to a cancelled job: SIGTERM to every process of the group at once.
+    # In-flight calls finish and are saved, every process quits, the run resumes.
+    with threaded_server(latency_ms=50) as server:
+        project = make_project(tmp_path, server.url, n=400, concurrency=CONCURRENCY)
+        proc = spawn(project, project.run_args("--workers", "2"), start_new_session=True)
+        deadline = time.monotonic() + 60
+        while len(worker_children(proc.pid)) < 2 or server.stats.total < 40:
+            assert proc.poll() is None, finish(proc)[2][-2000:]
+            assert time.monotonic() < deadline, "the run with a worker did not get going"
+            time.sleep(0.01)
+        processes = worker_children(proc.pid)
+        os.killpg(proc.pid, signal.SIGTERM)
+        code, _out, err = finish(proc)
+        wait_until_gone(processes)
+        assert code == 130, err[-2000:]
+        assert "Traceback" not in err, err[-3000:]
+        (record,) = run_records(project.store)
+        assert record["status"] == "interrupted"
+        saved = len(result_rows(project.store, record["id"]))
+        assert server.stats.total == saved < 400  # every call made has its result
+        result = invoke(project, ["run", "--resume", record["id"], "--store", str(project.store)])
+        assert result.exit_code == 0, result.output
+        per_case = requests_per_case(server)
+    assert len(result_rows(project.store, record["id"])) == 400
+    assert set(per_case) == {f"c{i:03d}" for i in range(400)}
+    assert sum(per_case.values()) == 400  # nothing was paid for twice
+
+
 def test_sigint_finishes_in_flight_calls_a_second_one_quits_then_resume(
     tmp_path: Path,
 ) -> None:
