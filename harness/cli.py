@@ -153,11 +153,17 @@ def run(
             on_progress=on_progress,
             install_signals=_install_signals,
         )
-    except KeyboardInterrupt:  # a Ctrl-C outside the run's own handler, e.g. while it loads
-        if resume is None and not (started and started[0].recorded):
+    except KeyboardInterrupt:  # a Ctrl-C outside the run's own handler: while it loads, or
+        # after its loop ended (recording its versions, flushing its spans)
+        runner = started[0] if started else None
+        if runner is not None and runner.outcome is not None:
+            ended = runner.outcome
+            err.print(f"interrupted after run {ended.run_id} ended ({ended.status}): "
+                      f"`evals show {ended.run_id}` prints it")  # fmt: skip
+        elif resume is None and not (runner and runner.recorded):
             err.print("interrupted before the run started: no run was recorded")
         else:
-            run_id = started[0].run_id if started else resume
+            run_id = runner.run_id if runner else resume
             err.print(f"interrupted: resume with `evals run --resume {run_id}`")
         raise typer.Exit(130) from None
     except HarnessError as exc:

@@ -9,11 +9,11 @@ from harness.providers import litellm_module
 
 _before = dict(os.environ)
 _litellm = litellm_module()
-# What importing litellm added to the environment (it loads a `.env` file): a worker takes
-# these, then the parent's environment over them (`harness.workers.child_main`).
-ADDED_BY_IMPORT = {k: v for k, v in os.environ.items() if _before.get(k) != v}
-
 # litellm loads its default tokenizer on a process's first call (0.1-0.25 s before that call
 # goes out); loaded here, once, every worker starts with it.
 with contextlib.suppress(Exception):
     _litellm.main.encoding  # noqa: B018  (a lazy module attribute: reading it loads it)
+# What importing litellm and its tokenizer added to the environment (a `.env` file, tiktoken's
+# cache directory): a worker takes these, then the parent's environment over them
+# (`harness.workers.child_main`).
+ADDED_BY_IMPORT = {k: v for k, v in os.environ.items() if _before.get(k) != v}

@@ -76,6 +76,39 @@ def requests_per_case(server: ThreadedFakeServer) -> Counter[str]:
 # --- in-process resume -----------------------------------------------------------------------
 
 
+def ctrl_c(*_args: Any, **_kwargs: Any) -> None:
+    raise KeyboardInterrupt  # what Python raises for a Ctrl-C outside the run's own handler
+
+
+def test_ctrl_c_while_a_run_loads_records_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with threaded_server() as server:
+        project = make_project(tmp_path, server.url, n=5)
+        monkeypatch.setattr("harness.execute.check_model", ctrl_c)
+        result = invoke(project, project.run_args())
+        assert result.exit_code == 130, result.output
+        assert "interrupted before the run started: no run was recorded" in result.output
+        assert server.stats.total == 0
+    assert not project.store.exists() or run_records(project.store) == []
+
+
+def test_ctrl_c_after_a_run_ended_says_it_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop's handler is gone once the run's loop ends; the run then records its versions.
+    with threaded_server() as server:
+        project = make_project(tmp_path, server.url, n=5)
+        monkeypatch.setattr("harness.execute.record_run_versions", ctrl_c)
+        result = invoke(project, project.run_args())
+    (record,) = run_records(project.store)
+    assert result.exit_code == 130, result.output
+    assert f"interrupted after run {record['id']} ended (completed)" in result.output
+    assert "--resume" not in result.output
+    assert record["status"] == "completed"
+    assert len(result_rows(project.store, record["id"])) == 5
+
+
 @pytest.mark.parametrize("ref", ["id", "last"])
 def test_resume_completes_an_interrupted_run(tmp_path: Path, ref: str) -> None:
     with threaded_server(latency_ms=5) as server:
@@ -384,52 +417,69 @@ def test_sigkill_of_a_run_with_worker_processes_leaves_no_orphans(tmp_path: Path
     assert sum(per_case.values()) <= 200 + 2 * CONCURRENCY
 
 
-def fork_servers(pid: int) -> list[int]:
-    """The multiprocessing fork servers among `pid`'s descendants."""
-    found = []
-    for child in worker_children(pid):
-        with contextlib.suppress(OSError):
-            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.append(child)
+def session_processes(sid: int) -> dict[int, bytes]:
+    """The live processes of session `sid` (a run spawned with `start_new_session=True`: its
+    own pid), with their command lines; multiprocessing's resource tracker excluded."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _ppid, _pgrp, session = (
+                (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
+            )
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(session) == sid and state != "Z" and b"resource_tracker" not in command:
+            found[int(entry.name)] = command
     return found
 
 
-def wait_until_gone(pids: list[int], timeout: float = 30.0) -> None:
+def wait_until_session_gone(sid: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while alive(pids) and time.monotonic() < deadline:
+    while session_processes(sid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = alive(pids)
+    left = session_processes(sid)
     for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert left == [], "a process of the run outlived it"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes of the run outlived it: {list(left.values())}"
+
+
+def opened(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open."""
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == str(path):
+                    return True
+    return False
 
 
 def test_ctrl_c_while_the_run_starts_quits_cleanly(tmp_path: Path) -> None:
     # A Ctrl-C reaches the whole process group, the fork server included, which is then
-    # still importing what workers need (~2 s): exit 130 with one line, no traceback from
+    # still importing what workers need (~2.5 s): exit 130 with one line, no traceback from
     # any process, none left behind, nothing recorded.
     with threaded_server(latency_ms=50) as server:
         project = make_project(tmp_path, server.url, n=200, concurrency=CONCURRENCY)
         proc = spawn(project, project.run_args("--workers", "2"), start_new_session=True)
         deadline = time.monotonic() + 60
-        while not fork_servers(proc.pid):
+        while not any(b"forkserver" in c for c in session_processes(proc.pid).values()):
             assert proc.poll() is None, finish(proc)[2][-2000:]
             assert time.monotonic() < deadline, "no fork server appeared"
-            time.sleep(0.002)
-        time.sleep(0.5)  # past the fork server's own start-up, into its imports (~2.5 s)
-        processes = worker_children(proc.pid)
+            time.sleep(0.02)
+        # Past the fork server's own start, into its imports; the parent is then importing
+        # litellm to check the suite's model (a fresh project has no remembered checks).
+        time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)
         code, _out, err = finish(proc)
-        wait_until_gone(processes + worker_children(proc.pid))
+        wait_until_session_gone(proc.pid)
         assert code == 130, err[-2000:]
         assert "Traceback" not in err, err[-3000:]
-        records = run_records(project.store) if project.store.exists() else []
-        if records:  # the parent was quicker than usual: its run is resumable
-            assert records[0]["status"] == "interrupted", records
-            assert "resume with `evals run --resume" in err
-        else:
-            assert "interrupted before the run started: no run was recorded" in err, err
-            assert server.stats.total == 0
+        assert "interrupted before the run started: no run was recorded" in err, err[-2000:]
+        assert server.stats.total == 0
+    assert not project.store.exists() or run_records(project.store) == []
 
 
 def test_sigterm_to_the_process_group_stops_a_run_with_workers_then_resume(
@@ -441,14 +491,17 @@ def test_sigterm_to_the_process_group_stops_a_run_with_workers_then_resume(
         project = make_project(tmp_path, server.url, n=400, concurrency=CONCURRENCY)
         proc = spawn(project, project.run_args("--workers", "2"), start_new_session=True)
         deadline = time.monotonic() + 60
-        while len(worker_children(proc.pid)) < 2 or server.stats.total < 40:
+        store = str(project.store.resolve())
+        while not any(  # a worker has opened the store: it was told to go and is taking work
+            pid != proc.pid and opened(pid, Path(store)) for pid in session_processes(proc.pid)
+        ):  # (the fork server, whose command line its workers share, never opens it)
             assert proc.poll() is None, finish(proc)[2][-2000:]
-            assert time.monotonic() < deadline, "the run with a worker did not get going"
-            time.sleep(0.01)
-        processes = worker_children(proc.pid)
+            assert time.monotonic() < deadline, "no worker process took work"
+            time.sleep(0.02)
+        time.sleep(0.3)
         os.killpg(proc.pid, signal.SIGTERM)
         code, _out, err = finish(proc)
-        wait_until_gone(processes)
+        wait_until_session_gone(proc.pid)
         assert code == 130, err[-2000:]
         assert "Traceback" not in err, err[-3000:]
         (record,) = run_records(project.store)

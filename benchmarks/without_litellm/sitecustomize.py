@@ -4,7 +4,9 @@ Put on PYTHONPATH, it swaps `litellm.acompletion` for one bare aiohttp POST to t
 api_base (the response wrapped in the few attributes `harness.providers` reads), in every
 process of a run. litellm is still imported, so start-up is unchanged; everything else (our
 rendering, retries, scoring, store, tracing, worker processes) runs as usual. What the run
-then takes is what the harness costs apart from litellm's per-call work.
+then takes is what the harness costs apart from litellm's per-call work. Only plain chat
+requests are served (tools and response_format are dropped), and an HTTP error raises
+aiohttp's exception, not litellm's: a benchmark of successful calls only.
 """
 
 import importlib.abc
@@ -14,7 +16,7 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
-_SESSIONS: dict[int, Any] = {}
+_SESSIONS: dict[Any, Any] = {}  # one per event loop
 
 
 async def _acompletion(
@@ -25,9 +27,9 @@ async def _acompletion(
     import aiohttp
 
     loop = asyncio.get_running_loop()
-    session = _SESSIONS.get(id(loop))
-    if session is None:
-        session = _SESSIONS[id(loop)] = aiohttp.ClientSession()
+    session = _SESSIONS.get(loop)
+    if session is None:  # no connection cap of its own: the run's concurrency is the limit
+        session = _SESSIONS[loop] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     body = {"model": model.split("/", 1)[-1], "messages": messages}
     body.update({k: v for k, v in params.items() if k in ("temperature", "max_tokens", "seed")})
     async with session.post(
@@ -35,6 +37,7 @@ async def _acompletion(
         data=json.dumps(body),
         headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
     ) as reply:
+        reply.raise_for_status()
         data = json.loads(await reply.read())
     choice = data["choices"][0]
     usage = data.get("usage") or {}
