@@ -156,7 +156,7 @@ class Children:
 
     def _start(self) -> None:
         try:
-            with main_module_hidden():
+            with main_module_hidden(), run_signals_blocked():
                 for child in self.processes:
                     child.start()
                     self._started.append(child)
@@ -213,6 +213,25 @@ def worker_context(preload_litellm: bool = True) -> Any:
     return context
 
 
+# Signals meant for the run as a whole (Ctrl-C, a stop): the parent coordinates them.
+RUN_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextmanager
+def run_signals_blocked() -> Iterator[None]:
+    """Processes started in this block (in this thread) start with `RUN_SIGNALS` blocked: a
+    Ctrl-C in the first moments of the fork server, before `harness.worker_preload` ignores
+    it, would otherwise kill it with a traceback. Workers unblock them (`child_main`)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, RUN_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextmanager
 def main_module_hidden() -> Iterator[None]:
     """Processes spawned in this block do not run the parent's main module again (for
@@ -253,10 +272,13 @@ def child_main(spec: WorkerSpec, queues: dict[str, Any]) -> None:
     from harness.execute import load_for_run, run_worker_process
 
     # The parent coordinates Ctrl-C; SIGTERM (sent by the parent) stops taking new work. A
-    # child forked from the fork server inherits its ignored SIGTERM and SIGHUP: undo that.
+    # child forked from the fork server inherits its ignored (and blocked) SIGTERM and SIGHUP:
+    # undo that.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # started with them blocked (run_signals_blocked)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, RUN_SIGNALS)
     exit_with_parent()
     if spec.environ:  # forked from the fork server: take the parent's environment, plus
         # what the fork server's import of litellm added (its `.env`), which the parent may

@@ -457,10 +457,13 @@ def opened(pid: int, path: Path) -> bool:
     return False
 
 
-def test_ctrl_c_while_the_run_starts_quits_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "pause", [0.0, 0.5], ids=["as-the-fork-server-starts", "during-its-imports"]
+)
+def test_ctrl_c_while_the_run_starts_quits_cleanly(tmp_path: Path, pause: float) -> None:
     # A Ctrl-C reaches the whole process group, the fork server included, which is then
-    # still importing what workers need (~2.5 s): exit 130 with one line, no traceback from
-    # any process, none left behind, nothing recorded.
+    # starting, or importing what workers need (~2.5 s): exit 130 with one line, no traceback
+    # or failed start from any process, none left behind, nothing recorded.
     with threaded_server(latency_ms=50) as server:
         project = make_project(tmp_path, server.url, n=200, concurrency=CONCURRENCY)
         proc = spawn(project, project.run_args("--workers", "2"), start_new_session=True)
@@ -468,15 +471,16 @@ def test_ctrl_c_while_the_run_starts_quits_cleanly(tmp_path: Path) -> None:
         while not any(b"forkserver" in c for c in session_processes(proc.pid).values()):
             assert proc.poll() is None, finish(proc)[2][-2000:]
             assert time.monotonic() < deadline, "no fork server appeared"
-            time.sleep(0.02)
-        # Past the fork server's own start, into its imports; the parent is then importing
-        # litellm to check the suite's model (a fresh project has no remembered checks).
-        time.sleep(0.5)
+            time.sleep(0.002 if pause == 0 else 0.02)
+        # The parent is then importing litellm to check the suite's model (a fresh project has
+        # no remembered checks).
+        time.sleep(pause)
         os.killpg(proc.pid, signal.SIGINT)
         code, _out, err = finish(proc)
         wait_until_session_gone(proc.pid)
         assert code == 130, err[-2000:]
         assert "Traceback" not in err, err[-3000:]
+        assert "could not start" not in err, err[-2000:]
         assert "interrupted before the run started: no run was recorded" in err, err[-2000:]
         assert server.stats.total == 0
     assert not project.store.exists() or run_records(project.store) == []
