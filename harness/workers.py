@@ -116,12 +116,10 @@ class EarlyStart:
         return self.starting.started()
 
     def cancel(self) -> None:
-        """The run will not use them (it was refused, or failed to start): stop them. They
-        have written nothing: a child opens the store only once told to go."""
-        for child in self.children:
-            if child.is_alive():
-                child.kill()
-            child.join(5)
+        """The run will not use them (it was refused, interrupted, or failed to start): stop
+        them, without waiting for a start still in progress (`Children.cancel`). They have
+        written nothing: a child opens the store only once told to go."""
+        self.starting.cancel()
         for queue in self.queues.values():
             queue.cancel_join_thread()
             queue.close()
@@ -151,6 +149,8 @@ class Children:
             for _ in range(count)
         ]
         self._started: list[Any] = []
+        self._cancelled = False
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._start, name="start-workers", daemon=True)
         self._thread.start()
 
@@ -158,10 +158,35 @@ class Children:
         try:
             with main_module_hidden(), run_signals_blocked():
                 for child in self.processes:
+                    if self._cancelled:
+                        return
                     child.start()
-                    self._started.append(child)
+                    with self._lock:
+                        self._started.append(child)
+                        cancelled = self._cancelled
+                    if cancelled:  # cancelled while this start waited for the fork server
+                        _stop(child)
+                        return
         except Exception as exc:  # the others take every chunk (the sentinels come last)
-            sys.stderr.write(f"evals: a worker process could not start ({exc}); going on without\n")
+            if not self._cancelled:
+                sys.stderr.write(
+                    f"evals: a worker process could not start ({exc}); going on without\n"
+                )
+
+    def cancel(self) -> None:
+        """Start no more children and kill those started, without waiting ~2.5 s for the
+        fork server's imports when a first start still waits for them: the fork server is
+        killed instead (the next run starts a new one). Left to finish, it would fork that
+        child after its parent quit (a Ctrl-C), and the child, whose queues went with the
+        parent, would fail with a traceback."""
+        with self._lock:
+            self._cancelled = True
+            started = list(self._started)
+        for child in started:
+            _stop(child)
+        if self._thread.is_alive():
+            _stop_fork_server()
+            self._thread.join(5)
 
     def started(self) -> list[Any]:
         """The processes that were started (waits until every start was tried)."""
@@ -174,6 +199,23 @@ class Children:
             if child.pid is not None and child.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signum)
+
+
+def _stop(child: Any) -> None:
+    if child.is_alive():
+        child.kill()
+    child.join(5)
+
+
+def _stop_fork_server() -> None:
+    """Kill this process's multiprocessing fork server, if it runs (its pid is private to
+    multiprocessing: without it, nothing is done)."""
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if isinstance(pid, int):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @dataclass

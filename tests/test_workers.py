@@ -305,9 +305,12 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
 
     started: list[workers.EarlyStart] = []
     start_early = workers.start_early
+    wait_for_children = False
 
     def recording(*args: Any, **kwargs: Any) -> workers.EarlyStart:
         started.append(start_early(*args, **kwargs))
+        if wait_for_children:
+            assert len(started[-1].children) == 1  # waits until the child is started
         return started[-1]
 
     monkeypatch.setattr(workers, "start_early", recording)
@@ -316,11 +319,14 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
     options = RunOptions(workers=2)
     with pytest.raises(ConfigError, match="is not set"):
         execute(project.suite, project_dir=project.root, store_path=project.store, options=options)
-    assert len(started) == 1 and len(started[0].children) == 1  # it did start one early
-    assert not started[0].children[0].is_alive()
+    # It was starting one child early, maybe still waiting for the fork server's imports
+    # (then the fork server was stopped instead, and the child never started).
+    assert len(started) == 1 and len(started[0].starting.processes) == 1
+    assert not any(child.is_alive() for child in started[0].starting.processes)
     assert multiprocessing.active_children() == []
     assert not project.store.exists()  # nothing written
     # The child passes its own checks and waits; the parent then fails: it stops the child.
+    wait_for_children = True
     monkeypatch.setenv(KEY_ENV, "sk-test")
     project.store.mkdir(parents=True)  # a directory: the store cannot be opened
     with pytest.raises(HarnessError):
