@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -152,6 +153,7 @@ class Children:
         self._cancelled = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._start, name="start-workers", daemon=True)
+        _CHILDREN.add(self)
         self._thread.start()
 
     def _start(self) -> None:
@@ -184,9 +186,14 @@ class Children:
             started = list(self._started)
         for child in started:
             _stop(child)
-        if self._thread.is_alive():
-            _stop_fork_server()
-            self._thread.join(5)
+        waiting_first = self._thread.is_alive() and not started
+        if waiting_first and not any(other._running() for other in _CHILDREN if other is not self):
+            _stop_fork_server()  # (it serves no other run of this process)
+        self._thread.join(5)  # a later start is quick; the thread stops what it starts
+
+    def _running(self) -> bool:
+        """Whether a start is under way or a started child still runs."""
+        return self._thread.is_alive() or any(_alive(child) for child in self._started)
 
     def started(self) -> list[Any]:
         """The processes that were started (waits until every start was tried)."""
@@ -201,9 +208,27 @@ class Children:
                     os.kill(child.pid, signum)
 
 
+# Every Children of this process, while referenced: the fork server is shared by them all.
+_CHILDREN: weakref.WeakSet[Children] = weakref.WeakSet()
+
+
+def _alive(child: Any) -> bool:
+    """Whether a started child's process runs: `Process.is_alive()` reads the fork server's
+    report, and says False for every child of a fork server that was killed."""
+    if child.pid is None:
+        return False
+    try:
+        stat = Path(f"/proc/{child.pid}/stat").read_text()
+    except OSError:
+        return child.is_alive()  # no /proc (or gone): multiprocessing's own answer
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _stop(child: Any) -> None:
-    if child.is_alive():
-        child.kill()
+    """Kill a started child, by its pid (see `_alive`), and wait for it a moment."""
+    if _alive(child):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)
     child.join(5)
 
 
@@ -267,6 +292,10 @@ def run_signals_blocked() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
+    from multiprocessing import resource_tracker
+
+    # Started here, the resource tracker would unblock SIGINT and SIGTERM in this thread.
+    resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, RUN_SIGNALS)
     try:
         yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -314,6 +315,7 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
         return started[-1]
 
     monkeypatch.setattr(workers, "start_early", recording)
+    workers._stop_fork_server()  # a fresh one: the first start then waits for its imports
     monkeypatch.delenv(KEY_ENV, raising=False)  # the model check fails: no API key
     project = make_project(tmp_path, "http://127.0.0.1:9/v1", n=40)
     options = RunOptions(workers=2)
@@ -322,7 +324,8 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
     # It was starting one child early, maybe still waiting for the fork server's imports
     # (then the fork server was stopped instead, and the child never started).
     assert len(started) == 1 and len(started[0].starting.processes) == 1
-    assert not any(child.is_alive() for child in started[0].starting.processes)
+    time.sleep(0.5)  # (a child forked meanwhile would be running by now)
+    assert not any(_running(child.pid) for child in started[0].starting.processes if child.pid)
     assert multiprocessing.active_children() == []
     assert not project.store.exists()  # nothing written
     # The child passes its own checks and waits; the parent then fails: it stops the child.
@@ -331,5 +334,5 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
     project.store.mkdir(parents=True)  # a directory: the store cannot be opened
     with pytest.raises(HarnessError):
         execute(project.suite, project_dir=project.root, store_path=project.store, options=options)
-    assert len(started) == 2 and not started[1].children[0].is_alive()
+    assert len(started) == 2 and not _running(started[1].children[0].pid)
     assert multiprocessing.active_children() == []
