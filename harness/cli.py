@@ -26,6 +26,20 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
+
+@app.callback()
+def _environment() -> None:
+    # Variables of the nearest `.env` (the current directory, else its parents), loaded before
+    # anything runs; a variable already set wins. litellm's import loads a `.env` too, but
+    # which one depends on the process (a run's worker processes found the project's, the
+    # `evals` process only one above its virtualenv), so one run's processes disagreed.
+    from dotenv import find_dotenv, load_dotenv
+
+    path = find_dotenv(usecwd=True)
+    if path:
+        load_dotenv(path, override=False)
+
+
 STORE_OPTION = typer.Option(
     None, "--store", help="Run store file (default .evals/evals.db, or $EVALS_HOME/evals.db)."
 )

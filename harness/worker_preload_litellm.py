@@ -13,7 +13,7 @@ _litellm = litellm_module()
 # goes out); loaded here, once, every worker starts with it.
 with contextlib.suppress(Exception):
     _litellm.main.encoding  # noqa: B018  (a lazy module attribute: reading it loads it)
-# What importing litellm and its tokenizer added to the environment (a `.env` file, tiktoken's
-# cache directory): a worker takes these, then the parent's environment over them
-# (`harness.workers.child_main`).
+# What importing litellm and its tokenizer added to the environment (tiktoken's cache
+# directory, a `.env` the `evals` process has loaded too, see `harness.cli`): a worker takes
+# these, then the parent's environment over them (`harness.workers.child_main`).
 ADDED_BY_IMPORT = {k: v for k, v in os.environ.items() if _before.get(k) != v}

@@ -351,9 +351,8 @@ def child_main(spec: WorkerSpec, queues: dict[str, Any]) -> None:
     if hasattr(signal, "pthread_sigmask"):  # started with them blocked (run_signals_blocked)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, RUN_SIGNALS)
     exit_with_parent()
-    if spec.environ:  # forked from the fork server: take the parent's environment, plus
-        # what the fork server's import of litellm added (its `.env`), which the parent may
-        # not have loaded yet
+    if spec.environ:  # forked from the fork server: take the parent's environment, over
+        # what the fork server's imports added (e.g. tiktoken's cache directory)
         preload = sys.modules.get("harness.worker_preload_litellm")
         added = dict(getattr(preload, "ADDED_BY_IMPORT", {}))
         os.environ.clear()

@@ -92,6 +92,43 @@ def test_worker_processes_see_the_environment_the_run_started_with(
         assert len({output.split()[1] for output in outputs}) == 2  # both processes took work
 
 
+def test_every_process_of_a_run_sees_the_projects_env_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `evals` loads the project's `.env` as it starts; litellm's import would load it in the
+    # worker processes only (their fork server's main module has no file), so a variable
+    # set there reached the workers and not the `evals` process. One set in the environment
+    # wins over the file, in every process.
+    module = f"envtarget_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(ENV_TARGET, encoding="utf-8")
+    (tmp_path / ".env").write_text("EVALS_TEST_MARK=from-dotenv\n", encoding="utf-8")
+    project = make_project(
+        tmp_path,
+        None,
+        n=60,
+        models=[],
+        thresholds={},
+        target=f"python:{module}:answer",
+        concurrency=4,
+    )
+    del project.suite_data["prompt"]
+    project.write()
+    for mark in ("from-dotenv", "exported"):
+        if mark == "exported":
+            monkeypatch.setenv("EVALS_TEST_MARK", mark)
+        else:
+            monkeypatch.delenv("EVALS_TEST_MARK", raising=False)
+        (tmp_path / "round").write_text(mark, encoding="utf-8")
+        proc = spawn(project, project.run_args("--workers", "2", "--json"))
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        summary = json.loads(out)
+        outputs = [row["output"] for row in result_rows(project.store, summary["run_id"])]
+        assert len(outputs) == 60
+        assert {output.split()[0] for output in outputs} == {mark}
+        assert len({output.split()[1] for output in outputs}) == 2  # both processes took work
+
+
 def test_a_run_answered_from_the_cache_is_told_apart_from_one_that_calls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
