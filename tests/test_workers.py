@@ -62,18 +62,14 @@ async def answer(case):
 """
 
 
-def test_worker_processes_see_the_environment_the_run_started_with(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Workers are forked from a fork server, which keeps the environment it started with;
-    # each run's workers must see the parent's environment as it is when that run starts
-    # (an API key exported between two runs, say).
+def env_target_project(tmp_path: Path, n: int) -> Any:
+    """A project whose target (ENV_TARGET) answers with `EVALS_TEST_MARK` and its pid."""
     module = f"envtarget_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text(ENV_TARGET, encoding="utf-8")
     project = make_project(
         tmp_path,
         None,
-        n=120,
+        n=n,
         models=[],
         thresholds={},
         target=f"python:{module}:answer",
@@ -81,6 +77,16 @@ def test_worker_processes_see_the_environment_the_run_started_with(
     )
     del project.suite_data["prompt"]
     project.write()
+    return project
+
+
+def test_worker_processes_see_the_environment_the_run_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers are forked from a fork server, which keeps the environment it started with;
+    # each run's workers must see the parent's environment as it is when that run starts
+    # (an API key exported between two runs, say).
+    project = env_target_project(tmp_path, n=120)
     for mark in ("first", "second"):
         monkeypatch.setenv("EVALS_TEST_MARK", mark)
         (tmp_path / "round").write_text(mark, encoding="utf-8")
@@ -99,20 +105,8 @@ def test_every_process_of_a_run_sees_the_projects_env_file(
     # worker processes only (their fork server's main module has no file), so a variable
     # set there reached the workers and not the `evals` process. One set in the environment
     # wins over the file, in every process.
-    module = f"envtarget_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{module}.py").write_text(ENV_TARGET, encoding="utf-8")
     (tmp_path / ".env").write_text("EVALS_TEST_MARK=from-dotenv\n", encoding="utf-8")
-    project = make_project(
-        tmp_path,
-        None,
-        n=60,
-        models=[],
-        thresholds={},
-        target=f"python:{module}:answer",
-        concurrency=4,
-    )
-    del project.suite_data["prompt"]
-    project.write()
+    project = env_target_project(tmp_path, n=60)
     for mark in ("from-dotenv", "exported"):
         if mark == "exported":
             monkeypatch.setenv("EVALS_TEST_MARK", mark)
