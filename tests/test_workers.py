@@ -342,28 +342,28 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
     def recording(*args: Any, **kwargs: Any) -> workers.EarlyStart:
         started.append(start_early(*args, **kwargs))
         if wait_for_children:
-            assert len(started[-1].children) == 1  # waits until the child is started
+            assert len(started[-1].children) == 2  # waits until both children are started
         return started[-1]
 
     monkeypatch.setattr(workers, "start_early", recording)
     workers._stop_fork_server()  # a fresh one: the first start then waits for its imports
     monkeypatch.delenv(KEY_ENV, raising=False)  # the model check fails: no API key
     project = make_project(tmp_path, "http://127.0.0.1:9/v1", n=40)
-    options = RunOptions(workers=2)
+    options = RunOptions(workers=3)
     with pytest.raises(ConfigError, match="is not set"):
         execute(project.suite, project_dir=project.root, store_path=project.store, options=options)
-    # It was starting one child early, maybe still waiting for the fork server's imports
-    # (then the fork server was stopped instead, and the child never started).
-    assert len(started) == 1 and len(started[0].starting.processes) == 1
+    # It was starting two children early, maybe still waiting for the fork server's imports
+    # (then the fork server was stopped instead, and no child started).
+    assert len(started) == 1 and len(started[0].starting.processes) == 2
     time.sleep(0.5)  # (a child forked meanwhile would be running by now)
     assert not any(_running(child.pid) for child in started[0].starting.processes if child.pid)
     assert multiprocessing.active_children() == []
     assert not project.store.exists()  # nothing written
-    # The child passes its own checks and waits; the parent then fails: it stops the child.
+    # The children pass their own checks and wait; the parent then fails: it stops them.
     wait_for_children = True
     monkeypatch.setenv(KEY_ENV, "sk-test")
     project.store.mkdir(parents=True)  # a directory: the store cannot be opened
     with pytest.raises(HarnessError):
         execute(project.suite, project_dir=project.root, store_path=project.store, options=options)
-    assert len(started) == 2 and not _running(started[1].children[0].pid)
+    assert len(started) == 2 and not any(_running(c.pid) for c in started[1].children)
     assert multiprocessing.active_children() == []
