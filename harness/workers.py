@@ -201,9 +201,9 @@ class Children:
         return list(self._started)
 
     def signal(self, signum: int) -> None:
-        """Send `signum` to each child started so far."""
+        """Send `signum` to each child started so far that still runs."""
         for child in self.processes:
-            if child.pid is not None and child.is_alive():
+            if _alive(child):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signum)
 

@@ -191,6 +191,15 @@ def spawn(project: Project, args: list[str], **kwargs: Any) -> subprocess.Popen[
     )
 
 
+def process_running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, waiting to be reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @contextlib.contextmanager
 def threaded_server(**options: Any) -> Iterator[ThreadedFakeServer]:
     """A fresh fake server on a background thread (for sync tests that run the CLI)."""

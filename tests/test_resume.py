@@ -26,6 +26,7 @@ from helpers import (
     connect_ro,
     invoke,
     make_project,
+    process_running,
     result_rows,
     run_json,
     run_records,
@@ -371,15 +372,7 @@ def worker_children(pid: int) -> list[int]:
 
 
 def alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            out.append(pid)
-    return out
+    return [pid for pid in pids if process_running(pid)]
 
 
 def test_sigkill_of_a_run_with_worker_processes_leaves_no_orphans(tmp_path: Path) -> None:

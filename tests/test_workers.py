@@ -16,6 +16,7 @@ from tests.helpers import (
     KEY_ENV,
     case_rows,
     make_project,
+    process_running,
     result_rows,
     run_json,
     spawn,
@@ -307,20 +308,12 @@ def test_a_worker_quits_when_its_parent_is_killed(tmp_path: Path) -> None:
         parent.send_signal(signal.SIGKILL)
         parent.wait(30)
         deadline = time.monotonic() + 10
-        while _running(worker) and time.monotonic() < deadline:
+        while process_running(worker) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(worker), "the worker outlived its killed parent"
+        assert not process_running(worker), "the worker outlived its killed parent"
     finally:
-        if worker and _running(worker):
+        if worker and process_running(worker):
             os.kill(worker, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
@@ -356,7 +349,9 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
     # (then the fork server was stopped instead, and no child started).
     assert len(started) == 1 and len(started[0].starting.processes) == 2
     time.sleep(0.5)  # (a child forked meanwhile would be running by now)
-    assert not any(_running(child.pid) for child in started[0].starting.processes if child.pid)
+    assert not any(
+        process_running(child.pid) for child in started[0].starting.processes if child.pid
+    )
     assert multiprocessing.active_children() == []
     assert not project.store.exists()  # nothing written
     # The children pass their own checks and wait; the parent then fails: it stops them.
@@ -365,5 +360,5 @@ def test_a_run_refused_after_its_workers_started_leaves_nothing_behind(
     project.store.mkdir(parents=True)  # a directory: the store cannot be opened
     with pytest.raises(HarnessError):
         execute(project.suite, project_dir=project.root, store_path=project.store, options=options)
-    assert len(started) == 2 and not any(_running(c.pid) for c in started[1].children)
+    assert len(started) == 2 and not any(process_running(c.pid) for c in started[1].children)
     assert multiprocessing.active_children() == []
