@@ -1,7 +1,8 @@
 """Typed handles on open spans: setters that record a step's outcome with both conventions.
 
 A handle wraps one OTel span. `LLMSpan.set_response` records the answer, usage and cost as
-`gen_ai.*` and OpenInference attributes at once; `record_completion` does it from an
+`gen_ai.*` and OpenInference attributes (on our own pipeline's spans, the GenAI ones, whose
+OpenInference twins `tracing.mirror` derives on the way out); `record_completion` does it from an
 OpenAI-format response. Values that OTel cannot hold (dicts, mixed lists) are stored as JSON.
 
 Handles opened by the helpers (`tracing.llm_span`, ...) collect what their setters record and
@@ -20,7 +21,9 @@ from typing import Any, cast
 from opentelemetry.trace import Span, Status, StatusCode
 
 from tracing import conventions as c
-from tracing.messages import normalise_tool_call, output_message_attributes, to_json
+from tracing.lean import LeanSpan
+from tracing.messages import gen_ai_messages, normalise_tool_call, to_json
+from tracing.mirror import llm_mirror, mirror
 from tracing.setup import add_legal_attributes
 
 _SCALARS = frozenset({str, bool, int, float})
@@ -115,7 +118,20 @@ def _io_attributes(value_key: str, mime_key: str, value: Any) -> dict[str, Any]:
 
 
 class LLMSpan(SpanHandle):
-    """An LLM call (`chat`): fill it with `set_response` or `record_completion`."""
+    """An LLM call (`chat`): fill it with `set_response` or `record_completion`.
+
+    A helper's span (`tracing.llm_span`) of our own pipeline (`LeanSpan`) gets the GenAI
+    attributes only, their OpenInference twins being derived where spans leave
+    (`tracing.mirror`); any other span gets both: as it ends, after all else, as our exporters
+    add them. A handle built on a span (`LLMSpan(span)`) writes both through at once."""
+
+    def _flush(self) -> None:
+        super()._flush()
+        if type(self.span) is not LeanSpan:
+            attributes = getattr(self.span, "attributes", None)
+            twins = mirror(attributes) if isinstance(attributes, Mapping) else None
+            if twins:
+                add_legal_attributes(self.span, twins)
 
     def set_response(
         self,
@@ -139,26 +155,21 @@ class LLMSpan(SpanHandle):
             c.GEN_AI_RESPONSE_FINISH_REASONS: [finish_reason] if finish_reason else None,
             c.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
             c.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
-            c.LLM_TOKEN_COUNT_PROMPT: input_tokens,
-            c.LLM_TOKEN_COUNT_COMPLETION: output_tokens,
             c.EVALS_COST_USD: cost,
-            c.LLM_COST_TOTAL: cost,
             c.EVALS_CACHE_HIT: cache_hit,
             c.EVALS_RETRIES: retries,
         }
-        if input_tokens is not None and output_tokens is not None:
-            attributes[c.LLM_TOKEN_COUNT_TOTAL] = input_tokens + output_tokens
         if text is not None or tool_calls:
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if tool_calls:
                 message["tool_calls"] = list(tool_calls)
             if finish_reason:
                 message["finish_reason"] = finish_reason
-            attributes.update(output_message_attributes([message]))
-        if text is not None:
-            attributes[c.OUTPUT_VALUE] = text
-            attributes[c.OUTPUT_MIME_TYPE] = c.MIME_TEXT
-        self._record(legal_attributes(attributes))
+            attributes[c.GEN_AI_OUTPUT_MESSAGES] = to_json(gen_ai_messages([message]))
+        attributes = legal_attributes(attributes)
+        if self._pending is None:  # written through, on a span not necessarily of kind LLM
+            attributes.update(llm_mirror(attributes))
+        self._record(attributes)
 
 
 class RetrievalSpan(SpanHandle):

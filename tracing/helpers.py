@@ -1,7 +1,8 @@
 """Context managers and a decorator that open correctly-labelled spans for LLM-app steps.
 
 Each helper sets the OTel GenAI attributes (`gen_ai.*`) and the OpenInference ones side by side,
-so Phoenix, Jaeger or our own viewer read the same span. On an exception the span gets status
+so Phoenix, Jaeger or our own viewer read the same span (an LLM span of our own pipeline gets
+the OpenInference twins of its GenAI attributes on the way out: `tracing.mirror`). On an exception the span gets status
 ERROR, `error.type` and an exception event, and the exception propagates. Helpers use only the
 OpenTelemetry API: without a configured provider they build no attributes and record nothing.
 
@@ -42,7 +43,7 @@ from tracing.handles import (
     legal_attributes,
     record_error,
 )
-from tracing.messages import Message, input_message_attributes, last_user_text, to_json
+from tracing.messages import Message, gen_ai_messages, to_json
 from tracing.setup import start_span
 
 TRACER_NAME = "tracing"
@@ -211,8 +212,6 @@ def llm_span(
         c.GEN_AI_PROVIDER_NAME: provider_name,
         c.GEN_AI_REQUEST_MODEL: model_name,
         c.OPENINFERENCE_SPAN_KIND: c.KIND_LLM,
-        c.LLM_MODEL_NAME: model_name,
-        c.LLM_PROVIDER: provider_name,
         c.EVALS_MODEL: model,
         c.LLM_INVOCATION_PARAMETERS: to_json(params) if params else None,
     }
@@ -220,9 +219,7 @@ def llm_span(
         if params.get(param) is not None:
             values[key] = params[param]
     if messages:
-        values.update(input_message_attributes(messages))
-        values[c.INPUT_VALUE] = last_user_text(messages)
-        values[c.INPUT_MIME_TYPE] = c.MIME_TEXT if values[c.INPUT_VALUE] is not None else None
+        values[c.GEN_AI_INPUT_MESSAGES] = to_json(gen_ai_messages(messages))
     values.update(attributes or {})
     return _span(active, f"{operation} {model_name}", SpanKind.CLIENT, values, LLMSpan)
 

@@ -46,6 +46,8 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from tracing.mirror import mirror
+
 try:  # what the SDK's tracer uses: the span also wraps an async function it decorates
     from opentelemetry.util._decorator import _agnosticcontextmanager as _span_context
 except ImportError:  # pragma: no cover - older API versions
@@ -481,10 +483,14 @@ class LeanSpan(trace.Span):
 
     def readable(self) -> ReadableSpan:
         """This span as the SDK's `ReadableSpan` (for exporters other than ours), with its
-        dropped counts."""
+        dropped counts, and with the OpenInference twins of its GenAI attributes that it was
+        recorded without (`tracing.mirror`)."""
         limits = self._tracer.limits
-        attributes = BoundedAttributes(limits.max_span_attributes, self._attributes)
-        attributes.dropped = self.dropped_attributes
+        twins = mirror(self._attributes)
+        attributes = BoundedAttributes(
+            limits.max_span_attributes, {**self._attributes, **twins} if twins else self._attributes
+        )
+        attributes.dropped += self.dropped_attributes  # plus twins past the limit
         events = BoundedList.from_seq(limits.max_events, self.events)
         events.dropped = self.dropped_events
         links = BoundedList.from_seq(limits.max_links, self.links)
@@ -506,5 +512,6 @@ class LeanSpan(trace.Span):
 
 
 def readable(span: Any) -> Any:
-    """`span` as the SDK's `ReadableSpan` if it is a `LeanSpan`, else as it is."""
+    """`span` as the SDK's `ReadableSpan` (OpenInference twins added) if it is a `LeanSpan`,
+    else as it is."""
     return span.readable() if type(span) is LeanSpan else span

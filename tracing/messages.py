@@ -1,8 +1,9 @@
-"""Turn OpenAI-format chat messages and tool calls into gen_ai and OpenInference span attributes.
+"""Turn OpenAI-format chat messages and tool calls into the OTel GenAI message schema.
 
-`gen_ai.input.messages` / `gen_ai.output.messages` are JSON strings in the OTel GenAI message
-schema (`{"role", "parts": [{"type": "text", "content"}, {"type": "tool_call", ...}]}`);
-OpenInference wants the same messages flattened (`llm.input_messages.0.message.role`, ...).
+`gen_ai.input.messages` / `gen_ai.output.messages` are JSON strings of messages in that schema
+(`{"role", "parts": [{"type": "text", "content"}, {"type": "tool_call", ...}]}`);
+`tracing.mirror` derives OpenInference's flattened form (`llm.input_messages.0.message.role`,
+...) from them.
 """
 
 from __future__ import annotations
@@ -11,22 +12,6 @@ import json
 import json.encoder
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
-from tracing.conventions import (
-    GEN_AI_INPUT_MESSAGES,
-    GEN_AI_OUTPUT_MESSAGES,
-    LLM_INPUT_MESSAGE_CONTENT,
-    LLM_INPUT_MESSAGE_ROLE,
-    LLM_INPUT_MESSAGE_TOOL_CALL_ID,
-    LLM_INPUT_TOOL_CALL_ARGUMENTS,
-    LLM_INPUT_TOOL_CALL_ID,
-    LLM_INPUT_TOOL_CALL_NAME,
-    LLM_OUTPUT_MESSAGE_CONTENT,
-    LLM_OUTPUT_MESSAGE_ROLE,
-    LLM_OUTPUT_TOOL_CALL_ARGUMENTS,
-    LLM_OUTPUT_TOOL_CALL_ID,
-    LLM_OUTPUT_TOOL_CALL_NAME,
-)
 
 Message = Mapping[str, Any]
 
@@ -132,56 +117,3 @@ def gen_ai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
             entry["finish_reason"] = message["finish_reason"]
         converted.append(entry)
     return converted
-
-
-def _flatten(messages: Sequence[Message], output: bool) -> dict[str, Any]:
-    role_key, content_key = (
-        (LLM_OUTPUT_MESSAGE_ROLE, LLM_OUTPUT_MESSAGE_CONTENT)
-        if output
-        else (LLM_INPUT_MESSAGE_ROLE, LLM_INPUT_MESSAGE_CONTENT)
-    )
-    call_keys = (
-        (LLM_OUTPUT_TOOL_CALL_ID, LLM_OUTPUT_TOOL_CALL_NAME, LLM_OUTPUT_TOOL_CALL_ARGUMENTS)
-        if output
-        else (LLM_INPUT_TOOL_CALL_ID, LLM_INPUT_TOOL_CALL_NAME, LLM_INPUT_TOOL_CALL_ARGUMENTS)
-    )
-    attributes: dict[str, Any] = {}
-    for i, message in enumerate(messages):
-        attributes[role_key.format(i=i)] = str(message.get("role", "user"))
-        text = text_of(message.get("content"))
-        if text is not None:
-            attributes[content_key.format(i=i)] = text
-        if not output and message.get("tool_call_id") is not None:
-            attributes[LLM_INPUT_MESSAGE_TOOL_CALL_ID.format(i=i)] = str(message["tool_call_id"])
-        for j, call in enumerate(message.get("tool_calls") or ()):
-            call_id, name, arguments = normalise_tool_call(call)
-            if call_id is not None:
-                attributes[call_keys[0].format(i=i, j=j)] = call_id
-            if name is not None:
-                attributes[call_keys[1].format(i=i, j=j)] = name
-            attributes[call_keys[2].format(i=i, j=j)] = arguments
-    return attributes
-
-
-def input_message_attributes(messages: Sequence[Message]) -> dict[str, Any]:
-    """`gen_ai.input.messages` (JSON) and `llm.input_messages.*` for a request's messages."""
-    return {
-        GEN_AI_INPUT_MESSAGES: to_json(gen_ai_messages(messages)),
-        **_flatten(messages, output=False),
-    }
-
-
-def output_message_attributes(messages: Sequence[Message]) -> dict[str, Any]:
-    """`gen_ai.output.messages` (JSON) and `llm.output_messages.*` for a response's messages."""
-    return {
-        GEN_AI_OUTPUT_MESSAGES: to_json(gen_ai_messages(messages)),
-        **_flatten(messages, output=True),
-    }
-
-
-def last_user_text(messages: Sequence[Message]) -> str | None:
-    """The text of the last user message, a short `input.value` for span lists."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return text_of(message.get("content"))
-    return None

@@ -217,10 +217,13 @@ class ScrubbingExporter(SpanExporter):
         self._needs_readable = not isinstance(inner, SQLiteSpanExporter)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if not self._all_clean(spans):
-            spans = [self.scrub(span) for span in spans]
+        # Our SQLite store keeps our spans as recorded (GenAI only; `tracing.traces` adds the
+        # OpenInference twins as it reads them); any other exporter gets them whole, before
+        # scrubbing, so that the twins are scrubbed as well.
         if self._needs_readable and any(type(span) is LeanSpan for span in spans):
             spans = [readable(span) for span in spans]
+        if not self._all_clean(spans):
+            spans = [self.scrub(span) for span in spans]
         return self.inner.export(spans)
 
     def _all_clean(self, spans: Sequence[ReadableSpan]) -> bool:

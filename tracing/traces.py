@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from tracing.conventions import EVALS_EPOCH, EVALS_MODEL, KIND_EMBEDDING, KIND_LLM
+from tracing.mirror import mirror
 from tracing.spanstore import connect
 
 Database = str | Path | sqlite3.Connection
@@ -132,6 +133,10 @@ def _has_spans(conn: sqlite3.Connection) -> bool:
 
 
 def _span(row: Sequence[Any]) -> SpanRecord:
+    attributes = json.loads(row[9])
+    # Our own spans are stored with their GenAI attributes only: their OpenInference twins
+    # are derived here (`tracing.mirror`).
+    attributes.update(mirror(attributes))
     return SpanRecord(
         trace_id=row[0],
         span_id=row[1],
@@ -143,7 +148,7 @@ def _span(row: Sequence[Any]) -> SpanRecord:
         duration_ms=(row[6] - row[5]) / 1e6,
         status_code=row[7],
         status_message=row[8],
-        attributes=json.loads(row[9]),
+        attributes=attributes,
         events=json.loads(row[10]),
         links=json.loads(row[11]),
         resource=json.loads(row[12]) if row[12] else {},

@@ -12,19 +12,43 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tracing_testkit import Memory, Receiver
 
+import tracing
 
-@pytest.fixture
-def memory() -> Iterator[Memory]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield Memory(provider.get_tracer("test"), exporter)
-    provider.shutdown()
+
+class _FlushedFirst(InMemorySpanExporter):
+    """An in-memory exporter behind a batching pipeline: reading it first exports what ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handle: tracing.TracingHandle | None = None
+
+    def get_finished_spans(self) -> tuple[ReadableSpan, ...]:
+        if self.handle is not None:
+            assert self.handle.force_flush()
+        return super().get_finished_spans()
+
+
+@pytest.fixture(params=["sdk-tracer", "our-pipeline"])
+def memory(request: pytest.FixtureRequest) -> Iterator[Memory]:
+    """Spans as an exporter receives them: from the SDK's own tracer (any app's set-up), and
+    from ours (`tracing.setup`), which records LLM spans in GenAI form only and adds their
+    OpenInference twins on the way out. The two must look the same."""
+    if request.param == "sdk-tracer":
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        yield Memory(provider.get_tracer("test"), exporter)
+        provider.shutdown()
+        return
+    flushed = _FlushedFirst()
+    handle = flushed.handle = tracing.setup(exporters=[flushed], schedule_delay_ms=0)
+    yield Memory(handle.tracer("test"), flushed)
+    handle.shutdown()
 
 
 @pytest.fixture

@@ -423,9 +423,7 @@ def test_attribute_values_are_made_legal(memory: Memory) -> None:
 
 def test_without_a_recording_tracer_helpers_build_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[Any] = []
-    monkeypatch.setattr(
-        tracing.helpers, "input_message_attributes", lambda m: built.append(m) or {}
-    )
+    monkeypatch.setattr(tracing.helpers, "gen_ai_messages", lambda m: built.append(m) or [])
     with tracing.use_tracer(trace.NoOpTracer()):
         with tracing.llm_span(None, "openai/gpt-4o-mini", messages=MESSAGES) as llm:
             llm.set_response("Paris", "stop", input_tokens=3, output_tokens=1)
@@ -460,8 +458,11 @@ def test_setters_apply_when_the_span_ends_and_a_plain_handle_writes_through(
     assert attrs(memory.exporter.get_finished_spans()[0])["output.value"] == "later"
     with memory.tracer.start_as_current_span("plain") as span:
         tracing.LLMSpan(span).set_response("now", "stop")
-        assert dict(span.attributes)["output.value"] == "now"  # type: ignore[attr-defined]
-        assert dict(span.attributes)["gen_ai.response.finish_reasons"] == ("stop",)  # type: ignore[attr-defined]
+        written = dict(span.attributes)  # type: ignore[attr-defined]
+        assert json.loads(written["gen_ai.output.messages"])[0]["parts"][0]["content"] == "now"
+        assert written["gen_ai.response.finish_reasons"] == ("stop",)
+        assert written["output.value"] == "now"  # OpenInference's form too, at once
+    assert attrs(memory.exporter.get_finished_spans()[-1])["output.value"] == "now"
 
 
 def test_an_error_after_set_error_keeps_the_exception_type(memory: Memory) -> None:
