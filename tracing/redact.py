@@ -10,6 +10,7 @@ none of the patterns' literal prefixes and no secret value skip the expression a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -38,16 +39,20 @@ _KEY_TRIGGERS: tuple[str, ...] = (
     "ASIA",
 )
 
+# Where a key starts: not inside a word, or right after an escaped control character of a
+# JSON-encoded text (`...:\nsk-...` as span attributes hold messages), where `\b` sees `n`.
+_START = r"(?:(?<!\w)|(?<=\\[nrtbf]))"
+
 # Shapes of well-known credentials. Prefix-anchored so ordinary prose does not match.
 _KEY_PATTERNS: tuple[str, ...] = (
-    r"\bsk-ant-[A-Za-z0-9_\-]{10,}",  # Anthropic
-    r"\bsk-[A-Za-z0-9_\-]{20,}",  # OpenAI and compatible (sk-proj-..., sk-...)
-    r"\bAIza[0-9A-Za-z_\-]{30,}",  # Google API keys
+    _START + r"sk-ant-[A-Za-z0-9_\-]{10,}",  # Anthropic
+    _START + r"sk-[A-Za-z0-9_\-]{20,}",  # OpenAI and compatible (sk-proj-..., sk-...)
+    _START + r"AIza[0-9A-Za-z_\-]{30,}",  # Google API keys
     r"(?<=[Bb]earer )[A-Za-z0-9._~+/\-]{8,}=*",  # HTTP bearer tokens: keep the word
-    r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_)
-    r"\bgithub_pat_[A-Za-z0-9_]{20,}",  # GitHub fine-grained tokens
-    r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",  # Slack tokens
-    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",  # AWS access key ids
+    _START + r"gh[pousr]_[A-Za-z0-9]{20,}",  # GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_)
+    _START + r"github_pat_[A-Za-z0-9_]{20,}",  # GitHub fine-grained tokens
+    _START + r"xox[abprs]-[A-Za-z0-9\-]{10,}",  # Slack tokens
+    _START + r"(?:AKIA|ASIA)[0-9A-Z]{16}\b",  # AWS access key ids
 )
 
 
@@ -59,8 +64,16 @@ def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
         for name, value in env.items()
         if _SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH
     }
+    # As JSON-encoded texts hold them too (span attributes holding messages, arguments): a
+    # value with a quote, backslash or control character reads differently there.
+    values |= {escaped for value in values if (escaped := _json_escaped(value)) != value}
     # Longest first, so a secret that contains another is replaced whole.
     return sorted(values, key=len, reverse=True)
+
+
+def _json_escaped(value: str) -> str:
+    """`value` as it reads inside a JSON string (non-ASCII characters kept, as ours are)."""
+    return json.dumps(value, ensure_ascii=False)[1:-1]
 
 
 def _compile(env_values: Iterable[str]) -> re.Pattern[str]:
@@ -101,7 +114,9 @@ class _Redactor:
     ) -> _Matcher:
         with self._lock:
             values = secret_env_values(environ)
-            values.extend(value for value in extra if len(value) >= MIN_SECRET_LENGTH)
+            extras = [value for value in extra if len(value) >= MIN_SECRET_LENGTH]
+            values.extend(extras)
+            values.extend(escaped for value in extras if (escaped := _json_escaped(value)) != value)
             values.sort(key=len, reverse=True)
             self.matcher = _Matcher(values)
             return self.matcher

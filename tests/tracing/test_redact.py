@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict, namedtuple
 from collections.abc import Iterator
 from types import MappingProxyType
@@ -80,6 +81,21 @@ def test_env_secrets_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_extra_secrets_and_special_characters() -> None:
     refresh_secrets(environ={}, extra=["p@ss.w*rd+(1)"])
     assert redact("x p@ss.w*rd+(1) y") == f"x {REDACTED} y"
+
+
+@pytest.mark.parametrize("key", ["sk-proj-A1b2C3d4A1b2C3d4A1b2C3d4", "AKIAIOSFODNN7EXAMPLE"])
+def test_secrets_are_redacted_inside_json_encoded_text(key: str) -> None:
+    # Span attributes hold messages as JSON: a key after a line break reads `\\nsk-...` there,
+    # and a secret value with a quote or a backslash reads escaped.
+    password = 'pa"ss\\word-123'
+    refresh_secrets(environ={"DB_PASSWORD": password}, extra=["tab\tbed-secret"])
+    text = f"My key is:\n{key}\npassword {password}, and tab\tbed-secret"
+    encoded = json.dumps([{"content": text}], ensure_ascii=False)
+    redacted = redact(encoded)
+    assert json.loads(redacted) == [
+        {"content": f"My key is:\n{REDACTED}\npassword {REDACTED}, and {REDACTED}"}
+    ]
+    assert redact(text) == f"My key is:\n{REDACTED}\npassword {REDACTED}, and {REDACTED}"
 
 
 def test_redact_value_nested() -> None:
