@@ -23,8 +23,8 @@ from opentelemetry.trace import Span, Status, StatusCode
 from tracing import conventions as c
 from tracing.lean import LeanSpan
 from tracing.messages import gen_ai_messages, normalise_tool_call, to_json
-from tracing.mirror import llm_mirror, mirror
-from tracing.setup import add_legal_attributes
+from tracing.mirror import llm_mirror
+from tracing.setup import add_legal_attributes, attribute_room
 
 _SCALARS = frozenset({str, bool, int, float})
 
@@ -70,6 +70,11 @@ class SpanHandle:
         self._recording = span.is_recording()
         # Attributes waiting for the span's end (helpers' handles), or None: write through.
         self._pending: dict[str, Any] | None = None
+
+    def _begin(self, attributes: Mapping[str, Any]) -> None:
+        """A helper's handle, whose span started with `attributes`: collect what the setters
+        record until the span ends."""
+        self._pending = {}
 
     def _record(self, attributes: dict[str, Any]) -> None:
         """Record already-legal attributes (no None values)."""
@@ -122,16 +127,33 @@ class LLMSpan(SpanHandle):
 
     A helper's span (`tracing.llm_span`) of our own pipeline (`LeanSpan`) gets the GenAI
     attributes only, their OpenInference twins being derived where spans leave
-    (`tracing.mirror`); any other span gets both: as it ends, after all else, as our exporters
-    add them. A handle built on a span (`LLMSpan(span)`) writes both through at once."""
+    (`tracing.mirror`). Any other span, and ours under a value length limit (which could cut
+    a messages JSON short), gets both: the twins of the whole values, as the span ends, after
+    all else and only as many as fit under the attribute count limit, as our exporters add
+    them. A handle built on a span (`LLMSpan(span)`) writes both through at once."""
+
+    # The values recorded so far, whole, when this handle adds the twins itself (else None).
+    _values: dict[str, Any] | None = None
+
+    def _begin(self, attributes: Mapping[str, Any]) -> None:
+        super()._begin(attributes)
+        if not (type(self.span) is LeanSpan and self.span.holds_whole_values()):
+            self._values = dict(attributes)
+
+    def _record(self, attributes: dict[str, Any]) -> None:
+        if self._values is not None:
+            self._values.update(attributes)
+        super()._record(attributes)
 
     def _flush(self) -> None:
         super()._flush()
-        if type(self.span) is not LeanSpan:
-            attributes = getattr(self.span, "attributes", None)
-            twins = mirror(attributes) if isinstance(attributes, Mapping) else None
-            if twins:
-                add_legal_attributes(self.span, twins)
+        values = self._values
+        if values is None:
+            return
+        twins = [(k, v) for k, v in llm_mirror(values).items() if k not in values]
+        room = attribute_room(self.span)
+        if twins and room != 0:
+            add_legal_attributes(self.span, dict(twins if room is None else twins[:room]))
 
     def set_response(
         self,

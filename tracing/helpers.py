@@ -2,9 +2,10 @@
 
 Each helper sets the OTel GenAI attributes (`gen_ai.*`) and the OpenInference ones side by side,
 so Phoenix, Jaeger or our own viewer read the same span (an LLM span of our own pipeline gets
-the OpenInference twins of its GenAI attributes on the way out: `tracing.mirror`). On an exception the span gets status
-ERROR, `error.type` and an exception event, and the exception propagates. Helpers use only the
-OpenTelemetry API: without a configured provider they build no attributes and record nothing.
+the OpenInference twins of its GenAI attributes on the way out: `tracing.mirror`). On an
+exception the span gets status ERROR, `error.type` and an exception event, and the exception
+propagates. Helpers use only the OpenTelemetry API: without a configured provider they build no
+attributes and record nothing.
 
 The harness's provider layer calls `llm_span` around each model call; a production app can do
 the same around its own litellm or OpenAI call and fill the span with
@@ -126,7 +127,7 @@ class _SpanScope(AbstractContextManager[H], Generic[H]):
             self._token = otel_context.attach(trace.set_span_in_context(span))
         handle = self._handle = self._handle_type(span)
         if handle._recording:
-            handle._pending = {}
+            handle._begin(self._attributes)
         return handle
 
     def __exit__(

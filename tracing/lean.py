@@ -313,6 +313,15 @@ class LeanSpan(trace.Span):
     def get_span_context(self) -> SpanContext:
         return self.context
 
+    def holds_whole_values(self) -> bool:
+        """True when no value length limit cuts this span's attribute values short."""
+        return self._tracer.limits.max_span_attribute_length is None
+
+    def attribute_room(self) -> int | None:
+        """How many more attributes fit under the count limit (None: no limit)."""
+        maxlen = self._tracer.limits.max_span_attributes
+        return None if maxlen is None else max(maxlen - len(self._attributes), 0)
+
     def is_recording(self) -> bool:
         return self.end_time is None
 
@@ -486,11 +495,15 @@ class LeanSpan(trace.Span):
         dropped counts, and with the OpenInference twins of its GenAI attributes that it was
         recorded without (`tracing.mirror`)."""
         limits = self._tracer.limits
-        twins = mirror(self._attributes)
-        attributes = BoundedAttributes(
-            limits.max_span_attributes, {**self._attributes, **twins} if twins else self._attributes
-        )
-        attributes.dropped += self.dropped_attributes  # plus twins past the limit
+        recorded = self._attributes
+        twins = mirror(recorded)
+        room = self.attribute_room()
+        if twins and room != 0:  # only those that fit: they never push out what was recorded
+            if room is not None and room < len(twins):
+                twins = dict(list(twins.items())[:room])
+            recorded = {**recorded, **twins}
+        attributes = BoundedAttributes(limits.max_span_attributes, recorded)
+        attributes.dropped = self.dropped_attributes
         events = BoundedList.from_seq(limits.max_events, self.events)
         events.dropped = self.dropped_events
         links = BoundedList.from_seq(limits.max_links, self.links)

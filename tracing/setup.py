@@ -119,6 +119,18 @@ def add_legal_attributes(span: trace.Span, attributes: Mapping[str, Any]) -> Non
     span.set_attributes(attributes)
 
 
+def attribute_room(span: trace.Span) -> int | None:
+    """How many more attributes `span` can take before its count limit drops the oldest
+    (None when that is not known, or there is no limit)."""
+    if type(span) is LeanSpan:
+        return span.attribute_room()
+    if isinstance(span, SdkSpan):
+        bounded: Any = getattr(span, "_attributes", None)
+        if type(bounded) is BoundedAttributes and bounded.maxlen is not None:
+            return max(bounded.maxlen - len(bounded), 0)
+    return None
+
+
 def start_span(
     tracer: Tracer, name: str, kind: SpanKind, attributes: Mapping[str, Any]
 ) -> trace.Span:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Tracer
 
 import tracing
 from tracing import conventions as c
@@ -210,3 +210,86 @@ def test_twins_come_only_from_an_llm_spans_readable_genai_attributes() -> None:
         c.LLM_TOKEN_COUNT_PROMPT: 3,
         c.LLM_TOKEN_COUNT_COMPLETION: True,
     }  # no total of a non-count
+
+
+def test_under_a_value_length_limit_the_twins_are_cut_from_the_whole_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cut-short messages JSON cannot be read back: the twins are made before the cut.
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "40")
+    exported = InMemorySpanExporter()
+    store = tmp_path / "evals.db"
+    sdk_exported = InMemorySpanExporter()
+    provider = TracerProvider()  # reads the same limit
+    provider.add_span_processor(SimpleSpanProcessor(sdk_exported))
+    with tracing.setup(store=store, exporters=[exported]) as handle:
+        llm_call(handle.tracer("t"))
+        llm_call(provider.get_tracer("t"))
+        assert handle.force_flush()
+        ours = (llm_attributes(exported.get_finished_spans()), read_back(store))
+    provider.shutdown()
+    for attributes in (*ours, llm_attributes(sdk_exported.get_finished_spans())):
+        assert len(attributes[c.GEN_AI_INPUT_MESSAGES]) == 40  # cut short
+        assert attributes[c.INPUT_VALUE] == PROMPT[:40]
+        assert attributes["llm.input_messages.1.message.content"] == PROMPT[:40]
+        assert attributes[c.OUTPUT_VALUE] == REPLY
+        assert attributes[c.LLM_TOKEN_COUNT_TOTAL] == 47
+
+
+def test_twins_never_push_out_what_a_span_recorded(tmp_path: Path) -> None:
+    # Past the attribute count limit the oldest attributes go: the twins take only the room
+    # left, so a long conversation keeps its usage and cost (recorded last).
+    chat = [{"role": "user", "content": f"message {i}"} for i in range(40)]
+    exported = InMemorySpanExporter()
+    sdk_exported = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=20))
+    provider.add_span_processor(SimpleSpanProcessor(sdk_exported))
+    with tracing.setup(exporters=[exported], max_span_attributes=20) as handle:
+        for tracer in (handle.tracer("t"), provider.get_tracer("t")):
+            with tracing.llm_span(tracer, "openai/m", messages=chat) as llm:
+                llm.set_response("ok", "stop", input_tokens=400, output_tokens=1, cost=0.5)
+        assert handle.force_flush()
+        ours = llm_attributes(exported.get_finished_spans())
+    provider.shutdown()
+    for attributes in (ours, llm_attributes(sdk_exported.get_finished_spans())):
+        assert len(attributes) == 20
+        assert attributes[c.GEN_AI_USAGE_INPUT_TOKENS] == 400
+        assert attributes[c.EVALS_COST_USD] == 0.5
+        assert c.GEN_AI_OUTPUT_MESSAGES in attributes
+
+
+class ApiOnlySpan(NonRecordingSpan):
+    """A span of another OpenTelemetry implementation: it records, but has no `attributes`."""
+
+    def __init__(self, attributes: Mapping[str, Any] | None) -> None:
+        super().__init__(SpanContext(1, 2, is_remote=False, trace_flags=TraceFlags(1)))
+        self.recorded = dict(attributes or {})
+
+    def is_recording(self) -> bool:
+        return True
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self.recorded.update(attributes)
+
+
+class ApiOnlyTracer(Tracer):
+    def __init__(self) -> None:
+        self.spans: list[ApiOnlySpan] = []
+
+    def start_span(self, name: str, *args: Any, **kwargs: Any) -> ApiOnlySpan:
+        self.spans.append(ApiOnlySpan(kwargs.get("attributes")))
+        return self.spans[-1]
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+
+def test_a_span_of_another_implementation_gets_its_twins() -> None:
+    tracer = ApiOnlyTracer()
+    with tracing.llm_span(tracer, "openai/gpt-4o-mini", messages=[MESSAGES[0]]) as llm:
+        llm.set_response("Paris", "stop", input_tokens=3, output_tokens=1)
+    (span,) = tracer.spans
+    assert span.recorded[c.LLM_MODEL_NAME] == "gpt-4o-mini"
+    assert span.recorded[c.LLM_TOKEN_COUNT_TOTAL] == 4
+    assert span.recorded["llm.input_messages.0.message.content"] == "Answer briefly."
+    assert span.recorded[c.OUTPUT_VALUE] == "Paris"
