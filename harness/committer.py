@@ -17,11 +17,13 @@ of 10,000 cases made ~3,700 commits of ~3 results each; committed in batches, ~4
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from typing import Any
 
 from harness.store import LOCK_TIMEOUT_S, ResultRow, Store
+from tracing.spanstore import SpanRows
 
 RETRY_S = 0.001
 BATCH_S = 0.05  # a result saved without waiting is committed at most this much later...
@@ -40,7 +42,21 @@ class Committer:
         self._failure: BaseException | None = None  # a failed commit nobody waited for
         self._results: list[ResultRow] = []  # taken from the store, not yet committed
         self._cache: dict[str, Any] = {}
+        self._spans: list[SpanRows] = []  # span rows riding with them (see Store.add_span_rows)
         self._busy_since: float | None = None
+        # Span rows arriving while no result is saved are committed within `BATCH_S` too.
+        self._loop = asyncio.get_running_loop()
+        store.on_span_rows = self._span_rows_arrived
+
+    def _span_rows_arrived(self) -> None:
+        """Called from the span exporter's thread when it hands the store span rows."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: `Store.flush` writes them
+            self._loop.call_soon_threadsafe(self._schedule, BATCH_S)
+
+    def detach(self) -> None:
+        """Stop committing span rows as they arrive (the loop is about to end)."""
+        if self.store.on_span_rows == self._span_rows_arrived:
+            self.store.on_span_rows = None
 
     async def save(self, result: ResultRow, wait: bool = True) -> None:
         """Return once `result` is committed (raise if its commit failed); with `wait=False`
@@ -82,7 +98,8 @@ class Committer:
         results, cache = self.store.take_pending()
         self._results += results
         self._cache.update(cache)
-        written = self.store.write(self._results, self._cache)
+        self._spans += self.store.take_span_rows()
+        written = self.store.write(self._results, self._cache, self._spans)
         self._settle(None)
         return written
 
@@ -107,13 +124,14 @@ class Committer:
         results, cache = store.take_pending()
         self._results += results
         self._cache.update(cache)
+        self._spans += store.take_span_rows()
         # The store's own connection (its cache reads then keep their page cache), with
         # SQLite's busy wait off for this one transaction only: never wait, try again.
         conn = store.conn
         try:
             conn.execute("PRAGMA busy_timeout = 0")
             try:
-                store.write(self._results, self._cache)
+                store.write(self._results, self._cache, self._spans)
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {int(LOCK_TIMEOUT_S * 1000)}")
         except sqlite3.OperationalError as exc:
@@ -134,7 +152,7 @@ class Committer:
 
     def _settle(self, failure: BaseException | None) -> None:
         self.store.written(self._cache)
-        self._results, self._cache, self._busy_since = [], {}, None
+        self._results, self._cache, self._spans, self._busy_since = [], {}, [], None
         waiting, self._waiting = self._waiting, None
         if waiting is not None and not waiting.done():
             if failure is None:

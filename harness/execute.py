@@ -77,21 +77,39 @@ def load_for_run(
     return suite
 
 
-def _setup_tracing(options: RunOptions, store_path: Path, project: str) -> Any:
+def _setup_tracing(options: RunOptions, store_path: Path, project: str, store: Store) -> Any:
+    """The run's tracing pipeline in this process, or None with tracing off. Its spans are
+    written by `store`'s own commits, with the results (the process's one writer): span
+    writes of their own held the file's write lock that result commits then waited for."""
     if not options.trace:
         return None
-    return tracing.setup(
+    handle = tracing.setup(
         store=store_path,
         otlp_endpoint=options.otlp_endpoint,
         capture_content=options.capture_content,
         project_name=project,
     )
+    handle.hand_span_rows_to(store.add_span_rows)
+    return handle
+
+
+def _finish_tracing(handle: Any, store: Store) -> None:
+    """Write every span of this process: all ended so far handed to `store` and written by it
+    (so a trace's spans stored first are labelled by the later ones), then, written by the
+    span store itself from now on, any that end after."""
+    try:
+        handle.force_flush()
+        handle.hand_span_rows_to(None)
+        store.flush()
+    finally:
+        handle.hand_span_rows_to(None)
+        handle.shutdown()
 
 
 def run_worker_process(suite: Suite, spec: workers_mod.WorkerSpec, queues: dict[str, Any]) -> None:
     """A worker process's share of a run (see harness.workers): same store, same run id."""
     store = Store.open(spec.store_path)
-    handle = _setup_tracing(spec.options, spec.store_path, suite.name)
+    handle = _setup_tracing(spec.options, spec.store_path, suite.name, store)
     runner = Runner(suite, store, spec.options, run_id=spec.run_id, resume=True, worker_spec=spec)
     runner._shared = True
 
@@ -103,12 +121,14 @@ def run_worker_process(suite: Suite, spec: workers_mod.WorkerSpec, queues: dict[
         with gcpolicy.for_run():
             asyncio.run(main())
     finally:
-        if handle is not None:
-            handle.shutdown()
-            # Only this process knows its counters: leave them for the parent's summary.
-            key = _tracing_counts_key(spec.run_id, spec.parent_pid) + str(os.getpid())
-            tracing.save_counts(spec.store_path, key, handle.counts())
-        store.close()
+        try:
+            if handle is not None:
+                _finish_tracing(handle, store)
+                # Only this process knows its counters: leave them for the parent's summary.
+                key = _tracing_counts_key(spec.run_id, spec.parent_pid) + str(os.getpid())
+                tracing.save_counts(spec.store_path, key, handle.counts())
+        finally:
+            store.close()
 
 
 def _start_early(
@@ -256,7 +276,7 @@ def execute(
         raise
     try:
         remember_checked_models(suite.models, store_path.parent)
-        handle = _setup_tracing(options, store_path, suite.name)
+        handle = _setup_tracing(options, store_path, suite.name, store)
         runner = Runner(
             suite, store, options, on_progress=on_progress, run_id=run_id, resume=resume is not None
         )
@@ -288,7 +308,7 @@ def execute(
                     prompt_ref=suite.config.prompt,
                 )
             if handle is not None:
-                handle.shutdown()  # flushes every span before the run is reported
+                _finish_tracing(handle, store)  # every span written before the run is reported
         if handle is not None:
             counts = handle.counts()  # plus the worker processes' own (joined by now)
             workers = tracing.take_counts(

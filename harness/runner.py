@@ -481,6 +481,7 @@ class Runner:
     async def _last_commit(self) -> None:
         """Every saved result committed, then whatever else is buffered (cache entries)."""
         if self._committer is not None:
+            self._committer.detach()
             await self._committer.drain()
             self._committer = None
         self.store.flush()

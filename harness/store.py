@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 from harness.errors import StoreError
 from tracing.redact import needs_redaction, redact_value, refresh_secrets
+from tracing.spanstore import SpanRows
+from tracing.spanstore import insert_rows as insert_span_rows
 
 STORE_DIRNAME = ".evals"
 STORE_FILENAME = "evals.db"
@@ -405,6 +408,11 @@ class Store:
         self._pending_cache: dict[str, tuple[str, str, str, float]] = {}
         # Entries handed over (`take_pending`) and not yet committed.
         self._writing_cache: dict[str, tuple[str, str, str, float]] = {}
+        # Rows of this process's finished spans, handed over by its span exporter's thread
+        # (`tracing.TracingHandle.hand_span_rows_to`), written with the next results.
+        self._pending_spans: list[SpanRows] = []
+        self._spans_lock = threading.Lock()
+        self.on_span_rows: Callable[[], None] | None = None  # told when span rows arrive
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> Store:
@@ -565,8 +573,24 @@ class Store:
         self._pending_results.append(result)
 
     def flush(self) -> int:
-        """Write buffered results and cache entries atomically. Returns results written."""
-        return self.write(*self._take())
+        """Write buffered results, cache entries and span rows atomically. Returns results
+        written."""
+        return self.write(*self._take(), self.take_span_rows())
+
+    def add_span_rows(self, batch: SpanRows) -> None:
+        """Buffer rows of finished spans (from any thread) for the next write: the process's
+        one writer writes its spans too, without waiting for another's lock on the file."""
+        with self._spans_lock:
+            self._pending_spans.append(batch)
+        notify = self.on_span_rows
+        if notify is not None:
+            notify()
+
+    def take_span_rows(self) -> list[SpanRows]:
+        """Hand the buffered span rows over to be written by `write`."""
+        with self._spans_lock:
+            batches, self._pending_spans = self._pending_spans, []
+        return batches
 
     def take_pending(self) -> tuple[list[ResultRow], dict[str, tuple[str, str, str, float]]]:
         """Hand the buffered results and cache entries over to be written by `write` later
@@ -596,17 +620,27 @@ class Store:
         """Results or cache entries are buffered, not yet handed over or written."""
         return bool(self._pending_results or self._pending_cache)
 
-    def write(self, results: list[ResultRow], cache: dict[str, tuple[str, str, str, float]]) -> int:
+    def write(
+        self,
+        results: list[ResultRow],
+        cache: dict[str, tuple[str, str, str, float]],
+        spans: list[SpanRows] | None = None,
+    ) -> int:
         """Write results and cache entries taken from the buffer (`take_pending`, already
-        redacted) in one transaction. Returns results written."""
-        if not results and not cache:
+        redacted), and span rows (`take_span_rows`, scrubbed by the span exporter), in one
+        transaction. Returns results written."""
+        if not results and not cache and not spans:
             return 0
         with self.transaction():
-            self._supersede([(r.run_id, r.case_id, r.model, r.epoch) for r in results])
-            self._insert("results", 19, [_result_values(r) for r in results])
-            self._insert("scores", 9, [values for r in results for values in _score_values(r)])
+            if results:
+                self._supersede([(r.run_id, r.case_id, r.model, r.epoch) for r in results])
+                self._insert("results", 19, [_result_values(r) for r in results])
+                scores = [values for r in results for values in _score_values(r)]
+                self._insert("scores", 9, scores)
             if cache:
                 self._insert("response_cache", 4, list(cache.values()))
+            for batch in spans or ():
+                insert_span_rows(self.conn, batch)
         return len(results)
 
     def _insert(self, table: str, width: int, rows: list[tuple[Any, ...]]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from helpers import LoopTicker
 
+import tracing
 from harness import committer as committer_module
 from harness import gcpolicy
 from harness.committer import Committer
@@ -85,8 +86,8 @@ async def test_results_finishing_while_the_lock_is_held_share_one_commit(tmp_pat
     commits: list[int] = []
     write = store.write
 
-    def counting(results: list[ResultRow], cache: dict[str, Any]) -> int:
-        written = write(results, cache)  # raises while another writer holds the lock
+    def counting(results: list[ResultRow], cache: dict[str, Any], spans: Any = None) -> int:
+        written = write(results, cache, spans)  # raises while another writer holds the lock
         commits.append(written)
         return written
 
@@ -120,6 +121,26 @@ async def test_a_cache_entry_being_committed_is_still_read(tmp_path: Path) -> No
     store.close()
 
 
+async def test_span_rows_are_committed_soon_with_no_result_to_ride_with(tmp_path: Path) -> None:
+    # A long case saves no result for a while: the spans that ended meanwhile (handed to the
+    # store by the span exporter's thread) are still committed within `BATCH_S`.
+    path = tmp_path / "evals.db"
+    store = Store.open(path)
+    committer = Committer(store)
+    with tracing.setup(store=path) as handle:
+        handle.hand_span_rows_to(store.add_span_rows)
+        with tracing.step_span(handle.tracer("t"), "retrieval", kind="RETRIEVER"):
+            pass
+        await asyncio.to_thread(handle.force_flush)
+        await asyncio.sleep(committer_module.BATCH_S + 0.2)
+        with contextlib.closing(sqlite3.connect(path)) as reader:
+            assert reader.execute("SELECT name FROM spans").fetchall() == [("retrieval",)]
+        handle.hand_span_rows_to(None)
+    committer.detach()
+    await committer.drain()
+    store.close()
+
+
 async def test_a_failed_commit_fails_the_saves_waiting_for_it(tmp_path: Path) -> None:
     path = tmp_path / "evals.db"
     store = Store.open(path)
@@ -138,8 +159,8 @@ def counting_writes(store: Store) -> list[int]:
     commits: list[int] = []
     write = store.write
 
-    def counting(results: list[ResultRow], cache: dict[str, Any]) -> int:
-        written = write(results, cache)
+    def counting(results: list[ResultRow], cache: dict[str, Any], spans: Any = None) -> int:
+        written = write(results, cache, spans)
         commits.append(written)
         return written
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from helpers import FAKE_KEY, KEY_ENV, connect_ro, make_project, threaded_server
 
+import tracing
 from harness import store as store_module
 from harness.errors import StoreError
 from harness.execute import execute
@@ -163,6 +164,46 @@ def test_flush_writes_results_and_cache_atomically(tmp_path: Path) -> None:
         assert store.completed_keys("r1") == {("a", "m", 0)}
         (row,) = store.results("r1")
         assert row.scores == [ScoreRow("equals", "pass", 1.0, "ok", None)]
+
+
+def test_span_rows_handed_over_are_written_with_the_results_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    # A traced run's spans are written by the process's result commits (one writer): the
+    # span store hands its rows over, and a failing write stores neither.
+    path = tmp_path / "evals.db"
+    with Store.open(path) as store, tracing.setup(store=path) as handle:
+        assert handle.hand_span_rows_to(store.add_span_rows)
+        with tracing.step_span(handle.tracer("t"), "case", **{"evals.case.id": "a"}):
+            pass
+        assert handle.force_flush()
+        store.create_run("r1", "s", {})
+        assert store.flush() == 0  # the span alone
+        store.add_result(result("r1", "a"))
+        with tracing.step_span(handle.tracer("t"), "case", **{"evals.case.id": "b"}):
+            pass
+        assert handle.force_flush()
+        (batch,) = store.take_span_rows()
+        broken = tracing.spanstore.SpanRows([[None] * len(batch.rows[0])], [])  # no ids
+        with pytest.raises(sqlite3.IntegrityError):
+            store.write(*store.take_pending(), [batch, broken])
+        with contextlib.closing(connect_ro(path)) as reader:
+            assert reader.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
+            assert reader.execute("SELECT case_id FROM spans").fetchall() == [("a",)]
+        store.add_result(result("r1", "a"))
+        store.add_span_rows(batch)
+        assert store.flush() == 1
+        with contextlib.closing(connect_ro(path)) as reader:
+            assert reader.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+            cases = reader.execute("SELECT case_id FROM spans ORDER BY rowid").fetchall()
+            assert cases == [("a",), ("b",)]
+        assert handle.hand_span_rows_to(None)
+        with tracing.step_span(handle.tracer("t"), "case", **{"evals.case.id": "c"}):
+            pass
+        assert handle.force_flush()  # written by the span store itself again
+        assert store.take_span_rows() == []
+        with contextlib.closing(connect_ro(path)) as reader:
+            assert reader.execute("SELECT COUNT(*) FROM spans").fetchone()[0] == 3
 
 
 def stored_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:

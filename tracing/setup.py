@@ -24,7 +24,7 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from tracing.conventions import OPENINFERENCE_PROJECT_NAME, SERVICE_NAME
 from tracing.lean import LeanSpan, LeanTracer, readable
 from tracing.redact import refresh_secrets
 from tracing.scrub import may_hold_secret, scrub_attributes, scrub_parts
-from tracing.spanstore import SpanStore
+from tracing.spanstore import SpanRows, SpanStore
 
 _logger = logging.getLogger(__name__)
 
@@ -583,6 +583,21 @@ class TracingHandle:
                 watched=active,
             )
         return lean
+
+    def hand_span_rows_to(self, sink: Callable[[SpanRows], None] | None) -> bool:
+        """Give the rows of the spans bound for this pipeline's SQLite span store to `sink`
+        instead of writing them (None: the span store writes them again), for a process that
+        writes the same file anyway to write them in its own transactions: one writer. See
+        `SpanStore.hand_rows_to`. False when the pipeline has no span store."""
+        stores = [
+            processor.exporter.inner.store
+            for processor in self.processors
+            if isinstance(processor.exporter, ScrubbingExporter)
+            and isinstance(processor.exporter.inner, SQLiteSpanExporter)
+        ]
+        for store in stores:
+            store.hand_rows_to(sink)
+        return bool(stores)
 
     def force_flush(self, timeout_ms: int = 30_000) -> bool:
         """Export every span ended so far; False on timeout."""

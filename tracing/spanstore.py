@@ -3,6 +3,9 @@
 `SpanStore` owns its own connection (WAL mode), creates its tables if missing and upgrades them
 in `ensure_schema`, the one place that knows the table's integer schema version (kept in
 `tracing_meta`). Writes are thread-safe: the batch span processor calls from its worker thread.
+A process that writes the same file anyway can take the rows instead (`hand_rows_to`) and write
+them in its own transactions (`insert_rows`), so that the file has one writer: `evals run`
+writes a process's spans with its results.
 
 Spans are accepted through the `FinishedSpan` protocol (which OpenTelemetry's `ReadableSpan`
 satisfies), so this module needs only the OTel API; the SDK `SpanExporter` adapter around it
@@ -21,7 +24,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -99,6 +103,35 @@ _ROW = f"({', '.join('?' * 22)})"
 TRANSACTION_SPANS = 256
 _RUN_ID_AT, _CASE_ID_AT = 14, 15  # positions of run_id and case_id in a row
 _Label = tuple[str | None, str | None, str]  # (run id, case id, trace id) for an UPDATE
+
+
+@dataclass(frozen=True)
+class SpanRows:
+    """Rows of finished spans ready for the `spans` table, and the labels owed to spans of
+    their traces stored earlier: what `insert_rows` writes."""
+
+    rows: list[list[Any]]
+    labels: list[_Label]
+
+
+def insert_rows(conn: sqlite3.Connection, batch: SpanRows) -> None:
+    """Insert `batch` through `conn`, within the caller's transaction if one is open (else each
+    statement is its own): one statement per `TRANSACTION_SPANS` rows, then the labels."""
+    rows = batch.rows
+    for start in range(0, len(rows), TRANSACTION_SPANS):
+        chunk = rows[start : start + TRANSACTION_SPANS]
+        # One statement for many rows: one SQLite step, so the writing thread gives up the
+        # GIL (and waits to get it back behind a busy event loop) once, not once a span.
+        conn.execute(
+            f"INSERT INTO spans ({_COLUMNS}) VALUES {','.join([_ROW] * len(chunk))}",
+            [value for row in chunk for value in row],
+        )
+    for run_id, case_id, trace_id in batch.labels:
+        conn.execute(
+            "UPDATE spans SET run_id = coalesce(run_id, ?), case_id = coalesce(case_id, ?) "
+            "WHERE trace_id = ? AND (run_id IS NULL OR case_id IS NULL)",
+            (run_id, case_id, trace_id),
+        )
 
 
 class SpanStoreError(Exception):
@@ -280,20 +313,41 @@ class SpanStore:
         self._unlabelled: OrderedDict[str, None] = OrderedDict()
         self._trace_cache_size = trace_cache_size
         self._closed = False
+        self._sink: Callable[[SpanRows], None] | None = None
 
     def write(self, spans: Sequence[FinishedSpan]) -> int:
         """Store `spans`, in writes of at most `TRANSACTION_SPANS`; returns how many were
         written. Short writes keep the file's write lock free for the run's own result commits
-        (the same file, possibly from another process), which wait while it is held."""
+        (the same file, possibly from another process), which wait while it is held.
+
+        With a writer handed the rows (`hand_rows_to`), the rows go to it instead, to be
+        written in its own next transaction (`insert_rows`)."""
         rows = [self._row(span) for span in spans if span.context is not None]
         # Labelled over the whole batch, not per write: a trace's spans end close
         # together (its root last), so they are nearly always stored labelled, without the
         # UPDATE (index lookup, row pages rewritten) a trace split across writes costs.
         with self._lock:
             labels = self._label(rows)
+            sink = self._sink
+            if sink is not None and rows:
+                if self._closed:
+                    raise SpanStoreError(f"span store {self.path} is closed")
+                resolved = [self._resolve_resource(self._conn, row) for row in rows]
+                sink(SpanRows(resolved, labels))
+                self._labelled(labels)  # as far as this store knows: the writer has them
+                return len(rows)
         for start in range(0, len(rows), TRANSACTION_SPANS):
             self._write_rows(rows[start : start + TRANSACTION_SPANS], labels if start == 0 else [])
         return len(rows)
+
+    def hand_rows_to(self, sink: Callable[[SpanRows], None] | None) -> None:
+        """From now on give the rows of the spans to store to `sink` (called in the exporting
+        thread) instead of writing them; None: write them again. A process that writes the
+        same file anyway (the harness's result commits) writes them in its own transactions:
+        one writer, no wait for each other's lock. Once this returns, no more rows reach the
+        previous sink."""
+        with self._lock:
+            self._sink = sink
 
     def _write_rows(self, rows: list[list[Any]], labels: list[_Label]) -> None:
         """Insert `rows`, and label the spans stored earlier of the traces in `labels`,
@@ -312,32 +366,23 @@ class SpanStore:
             # A resource new to this file is stored first, in its own statement: a row of it
             # left without spans (if what follows fails) is harmless, and found again later.
             resolved = [self._resolve_resource(conn, row) for row in rows]
-            # One statement for the batch: one SQLite step, so this thread gives up the GIL
-            # (and waits to get it back behind a busy event loop) once, not once a span.
-            insert = f"INSERT INTO spans ({_COLUMNS}) VALUES {','.join([_ROW] * len(resolved))}"
-            values = [value for row in resolved for value in row]
-            if not labels:
-                conn.execute(insert, values)
+            if not labels:  # at most `TRANSACTION_SPANS` rows: one statement
+                insert_rows(conn, SpanRows(resolved, []))
                 return
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(insert, values)
-                for run_id, case_id, trace_id in labels:
-                    conn.execute(
-                        "UPDATE spans SET run_id = coalesce(run_id, ?), "
-                        "case_id = coalesce(case_id, ?) WHERE trace_id = ? "
-                        "AND (run_id IS NULL OR case_id IS NULL)",
-                        (run_id, case_id, trace_id),
-                    )
+                insert_rows(conn, SpanRows(resolved, labels))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # SQLite may have rolled back already (disk full)
                     conn.execute("ROLLBACK")
                 raise
-            # Kept on failure, so the trace's next write tries again.
-            for run_id, case_id, trace_id in labels:
-                if run_id is not None and case_id is not None:
-                    self._unlabelled.pop(trace_id, None)
+            self._labelled(labels)  # not on failure, so the trace's next write tries again
+
+    def _labelled(self, labels: list[_Label]) -> None:
+        for run_id, case_id, trace_id in labels:
+            if run_id is not None and case_id is not None:
+                self._unlabelled.pop(trace_id, None)
 
     def close(self) -> None:
         """Close the connection; later writes raise `SpanStoreError`."""
