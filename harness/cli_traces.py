@@ -77,7 +77,8 @@ def traces(
         print(json.dumps({"run_id": run_id, "total": total, "traces": rows}, indent=2))
         return
     which = f" with verdict {verdict}" if verdict else ""
-    out.print(traces_table(rows, f"run {run_id}: {len(rows)} of {total} traces{which}"))
+    title = f"run {run_id}: {len(rows)} of {total} traces{which}"
+    out.print(traces_table(rows, title, out.width))
     if total == 0 and tracing.count_traces(store_path, run_id) == 0:
         err.print("this run recorded no traces (was it run with --no-trace?)", highlight=False)
     elif rows:

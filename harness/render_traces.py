@@ -78,14 +78,52 @@ def tokens(input_tokens: int | None, output_tokens: int | None) -> str:
     return f"{input_tokens or 0}→{output_tokens or 0}"
 
 
-def traces_table(rows: list[tracing.TraceSummary], title: str) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name, justify in (
-        ("case", "left"), ("model", "left"), ("ep", "right"), ("verdict", "left"),
-        ("time", "right"), ("tokens", "right"), ("cost", "right"), ("spans", "right"),
-        ("trace", "left"),
-    ):  # fmt: skip
-        # Figures never wrap; case and model names give way (cut with an ellipsis) instead.
+_TRACE_COLUMNS = (
+    ("case", "left"), ("model", "left"), ("ep", "right"), ("verdict", "left"),
+    ("time", "right"), ("tokens", "right"), ("cost", "right"), ("spans", "right"),
+    ("trace", "left"),
+)  # fmt: skip
+
+
+def traces_table(rows: list[tracing.TraceSummary], title: str, width: int | None = None) -> Table:
+    """A run's traces, a line each. Figures and the trace id prefix (which `evals trace` takes)
+    are shown whole; in `width` columns, case and model names give way (cut with an
+    ellipsis) instead."""
+    cells = []
+    for row in rows:
+        verdict = row["verdict"] or ("error" if row["status"] == "ERROR" else "-")
+        cells.append(
+            [
+                Text(clean(row["case_id"] or row["root_name"] or "-", 60)),
+                Text(clean(row["model"] or "-", 40)),
+                Text("-" if row["epoch"] is None else str(row["epoch"])),
+                Text(verdict, style=_VERDICT_STYLE.get(verdict, "")),
+                Text(duration(row["duration_ms"])),
+                Text(tokens(row["input_tokens"], row["output_tokens"])),
+                Text(money(row["cost_usd"])),
+                Text(str(row["span_count"])),
+                Text(row["trace_id"][:TRACE_ID_SHOWN]),
+            ]
+        )
+    widest = [
+        max([len(name), *(line[i].cell_len for line in cells)])
+        for i, (name, _) in enumerate(_TRACE_COLUMNS)
+    ]
+    limits: dict[str, int] = {}
+    if width is not None:  # what the figures leave, shared by case and model
+        room = width - sum(widest[2:]) - 2 * (len(_TRACE_COLUMNS) - 1)
+        case = max(5, min(widest[0], room // 2))
+        limits = {"case": case, "model": max(8, min(widest[1], room - case))}
+        limits["case"] = max(5, min(widest[0], room - limits["model"]))
+    # Collapsed padding: one space each side of the column rule, not two.
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for name, justify in _TRACE_COLUMNS:
         flexible = name in ("case", "model")
         table.add_column(
             name,
@@ -93,20 +131,10 @@ def traces_table(rows: list[tracing.TraceSummary], title: str) -> Table:
             no_wrap=not flexible,
             overflow="ellipsis" if flexible else "fold",
             min_width={"case": 5, "model": 8, "trace": TRACE_ID_SHOWN}.get(name),
+            max_width=limits.get(name),
         )
-    for row in rows:
-        verdict = row["verdict"] or ("error" if row["status"] == "ERROR" else "-")
-        table.add_row(
-            Text(clean(row["case_id"] or row["root_name"] or "-", 60)),
-            Text(clean(row["model"] or "-", 40)),
-            "-" if row["epoch"] is None else str(row["epoch"]),
-            Text(verdict, style=_VERDICT_STYLE.get(verdict, "")),
-            duration(row["duration_ms"]),
-            tokens(row["input_tokens"], row["output_tokens"]),
-            money(row["cost_usd"]),
-            str(row["span_count"]),
-            row["trace_id"][:TRACE_ID_SHOWN],  # a unique prefix: `evals trace` takes it
-        )
+    for line in cells:
+        table.add_row(*line)
     return table
 
 

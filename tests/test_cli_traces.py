@@ -4,6 +4,7 @@ recorded with the `tracing` helpers."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +16,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from rich.console import Console
 
 import tracing
 from harness.datasets import DatasetSpec, load_dataset
 from harness.errors import StoreError
+from harness.render_traces import money, traces_table
 from harness.trace_dataset import case_row, resolve_trace_id
 from tracing import conventions as c
 
@@ -75,6 +78,22 @@ def test_traces_table(project: Project) -> None:
         assert text in result.stdout
     assert "4 of 4 traces" in result.stdout
     assert "evals trace " in result.stderr
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_traces_table_shows_whole_trace_ids_in_a_narrow_terminal(
+    project: Project, width: int
+) -> None:
+    # The id prefix is what `evals trace` takes: names give way, never the id or a figure.
+    rows = tracing.list_traces(project.store, traces_json(project)["traces"][0]["run_id"])
+    rows = [{**row, "case_id": "a-long-case-name-" * 3, "duration_ms": 12_345.0} for row in rows]
+    console = Console(file=io.StringIO(), width=width)
+    console.print(traces_table(rows, "run r", console.width))
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert max(len(line.rstrip()) for line in lines) <= width
+    for row in rows:
+        (line,) = [line for line in lines if row["trace_id"][:12] in line]
+        assert "12.3 s" in line and money(row["cost_usd"]) in line
 
 
 def test_a_run_without_traces_says_so(tmp_path: Path) -> None:
