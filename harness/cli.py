@@ -120,13 +120,18 @@ def run(
     from harness.providers import CACHE_MODES
     from harness.runner import Runner, RunOptions
     from harness.suite import Selection, parse_shard
+    from tracing.setup import check_otlp_endpoint
 
     if cache not in CACHE_MODES:
         raise _fail(ConfigError(f"--cache must be one of {', '.join(CACHE_MODES)}"))
     try:
         shard_spec = parse_shard(shard) if shard else None
+        if trace:
+            check_otlp_endpoint(otlp_endpoint, "--otlp-endpoint")
     except ConfigError as exc:
         raise _fail(exc) from None
+    except ValueError as exc:
+        raise _fail(ConfigError(str(exc))) from None
     options = RunOptions(
         repeat=repeat,
         concurrency=concurrency,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,18 @@ def seed_store(path: Path) -> None:
         store.update_run("20200101-000000-aaaaaa", status="completed", finished=True)
 
 
-def assert_refused(project: Project, pattern: str, *, where: str | None = SUITE) -> str:
-    """Run the suite twice (no store; then an existing store): exit 2, one line matching
-    `pattern` (a regex) that starts with `where`, nothing written. Returns the line."""
-    result = invoke(project, project.run_args())
+def assert_refused(
+    project: Project,
+    pattern: str,
+    *,
+    where: str | None = SUITE,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> str:
+    """Run the suite (with `args`, in `env`) twice (no store; then an existing store): exit 2,
+    one line matching `pattern` (a regex) that starts with `where`, nothing written. Returns
+    the line."""
+    result = invoke(project, project.run_args(*args), env=env)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -53,7 +61,7 @@ def assert_refused(project: Project, pattern: str, *, where: str | None = SUITE)
 
     seed_store(project.store)
     before = store_snapshot(project.store)
-    again = invoke(project, project.run_args())
+    again = invoke(project, project.run_args(*args), env=env)
     assert again.exit_code == 2
     assert again.stderr.strip() == result.stderr.strip()
     assert store_snapshot(project.store) == before
@@ -182,6 +190,21 @@ def test_unknown_model_name(project: Project) -> None:
     edit_suite(project, lambda s: s["models"][0].update(id="nosuchprovider/xyz"))
     line = assert_refused(project, r"unknown model 'nosuchprovider/xyz'")
     assert re.match(rf"error: {SUITE}:\d+: models\[0\]: ", line)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "where"),
+    [
+        (["--otlp-endpoint", "notaurl"], None, "--otlp-endpoint: 'notaurl'"),
+        (["--otlp-endpoint", "ftp://host:4318"], None, "--otlp-endpoint: 'ftp://host:4318'"),
+        ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT: "),
+    ],
+)
+def test_an_otlp_endpoint_that_is_not_an_http_url(
+    project: Project, args: list[str], env: dict[str, str] | None, where: str
+) -> None:
+    # The exporter would only log each failed export, the run going on without its traces.
+    assert_refused(project, r"is not an http:// or https:// URL", where=where, args=args, env=env)
 
 
 def test_api_key_env_not_set(project: Project) -> None:

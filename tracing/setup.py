@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -643,6 +644,26 @@ class TracingHandle:
         self.shutdown()
 
 
+def check_otlp_endpoint(endpoint: str | None = None, name: str = "otlp_endpoint") -> None:
+    """Raise ValueError, naming where it came from (`name` for `endpoint`, else the environment
+    variable), when the OTLP endpoint `setup(otlp_endpoint=endpoint)` would export to is not
+    an http(s) URL: checked up front, as the exporter would only log each failed export."""
+    source, value = name, endpoint
+    if not value:
+        source = OTLP_TRACES_ENDPOINT_ENV
+        value = os.environ.get(source)
+    if not value:
+        source = OTLP_ENDPOINT_ENV
+        value = os.environ.get(source)
+    if not value:
+        return
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{source}: {value!r} is not an http:// or https:// URL (such as http://localhost:4318)"
+        )
+
+
 def otlp_traces_url(endpoint: str) -> str:
     """`http://host:4318` -> `http://host:4318/v1/traces`; a full traces URL passes as is."""
     endpoint = endpoint.rstrip("/")
@@ -677,12 +698,14 @@ def setup(
 
     Spans go to the SQLite file `store` (table `spans`) when given, to an OTLP/HTTP endpoint
     when `otlp_endpoint` (a base URL or a full `/v1/traces` URL) or `OTEL_EXPORTER_OTLP_ENDPOINT`
-    is set, and to any extra `exporters`. Every exporter gets its own queue and worker and sees
-    scrubbed spans: secrets redacted; prompts, completions, documents and tool arguments removed
-    when `capture_content` is False. `set_global=True` also installs the provider globally
-    (OpenTelemetry allows that once per process).
+    is set (ValueError when it is not an http(s) URL), and to any extra `exporters`. Every
+    exporter gets its own queue and worker and sees scrubbed spans: secrets redacted; prompts,
+    completions, documents and tool arguments removed when `capture_content` is False.
+    `set_global=True` also installs the provider globally (OpenTelemetry allows that once per
+    process).
     """
     refresh_secrets()  # pick up keys set since import
+    check_otlp_endpoint(otlp_endpoint)
     attributes: dict[str, Any] = {
         SERVICE_NAME: service_name,
         OPENINFERENCE_PROJECT_NAME: project_name or service_name,

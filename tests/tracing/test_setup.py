@@ -491,3 +491,14 @@ def test_a_batch_leaves_as_it_is_unless_a_span_of_it_needs_scrubbing() -> None:
     assert inner.batches[-1] is not clean and "output.value" not in (
         inner.batches[-1][0].attributes or {}
     )
+
+
+def test_an_otlp_endpoint_that_is_not_an_http_url_is_refused_up_front(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ValueError, match=r"^otlp_endpoint: 'localhost:4318' is not an http"):
+        tracing.setup(otlp_endpoint="localhost:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "grpc://collector:4317")
+    with pytest.raises(ValueError, match=r"^OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "):
+        tracing.setup()
+    tracing.setup(otlp_endpoint="https://collector.example:4318/v1/traces").shutdown()
