@@ -95,13 +95,17 @@ class Committer:
     def write_now(self) -> int:
         """Write everything buffered at once, waiting for the lock if need be (a second Ctrl-C,
         just before the process quits). Returns results written."""
+        self._take()
+        written = self.store.write(self._results, self._cache, self._spans)
+        self._settle(None)
+        return written
+
+    def _take(self) -> None:
+        """Take what the store buffers, adding it to what waits for a commit already."""
         results, cache = self.store.take_pending()
         self._results += results
         self._cache.update(cache)
         self._spans += self.store.take_span_rows()
-        written = self.store.write(self._results, self._cache, self._spans)
-        self._settle(None)
-        return written
 
     def _schedule(self, delay: float) -> None:
         """Commit after `delay`, or sooner if a commit is already due sooner."""
@@ -121,10 +125,7 @@ class Committer:
     def _commit(self) -> None:
         self._scheduled, self._timer, self._unwaited = False, None, 0
         store = self.store
-        results, cache = store.take_pending()
-        self._results += results
-        self._cache.update(cache)
-        self._spans += store.take_span_rows()
+        self._take()
         # The store's own connection (its cache reads then keep their page cache), with
         # SQLite's busy wait off for this one transaction only: never wait, try again.
         conn = store.conn

@@ -77,14 +77,14 @@ def load_for_run(
     return suite
 
 
-def _setup_tracing(options: RunOptions, store_path: Path, project: str, store: Store) -> Any:
+def _setup_tracing(options: RunOptions, store: Store, project: str) -> Any:
     """The run's tracing pipeline in this process, or None with tracing off. Its spans are
     written by `store`'s own commits, with the results (the process's one writer): span
     writes of their own held the file's write lock that result commits then waited for."""
     if not options.trace:
         return None
     handle = tracing.setup(
-        store=store_path,
+        store=store.path,
         otlp_endpoint=options.otlp_endpoint,
         capture_content=options.capture_content,
         project_name=project,
@@ -102,14 +102,13 @@ def _finish_tracing(handle: Any, store: Store) -> None:
         handle.hand_span_rows_to(None)
         store.flush()
     finally:
-        handle.hand_span_rows_to(None)
-        handle.shutdown()
+        handle.shutdown()  # no more rows for the store after it, whatever happened
 
 
 def run_worker_process(suite: Suite, spec: workers_mod.WorkerSpec, queues: dict[str, Any]) -> None:
     """A worker process's share of a run (see harness.workers): same store, same run id."""
     store = Store.open(spec.store_path)
-    handle = _setup_tracing(spec.options, spec.store_path, suite.name, store)
+    handle = _setup_tracing(spec.options, store, suite.name)
     runner = Runner(suite, store, spec.options, run_id=spec.run_id, resume=True, worker_spec=spec)
     runner._shared = True
 
@@ -276,7 +275,7 @@ def execute(
         raise
     try:
         remember_checked_models(suite.models, store_path.parent)
-        handle = _setup_tracing(options, store_path, suite.name, store)
+        handle = _setup_tracing(options, store, suite.name)
         runner = Runner(
             suite, store, options, on_progress=on_progress, run_id=run_id, resume=resume is not None
         )

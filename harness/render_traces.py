@@ -83,6 +83,7 @@ _TRACE_COLUMNS = (
     ("time", "right"), ("tokens", "right"), ("cost", "right"), ("spans", "right"),
     ("trace", "left"),
 )  # fmt: skip
+_MIN_WIDTH = {"case": 5, "model": 8, "trace": TRACE_ID_SHOWN}
 
 
 def traces_table(rows: list[tracing.TraceSummary], title: str, width: int | None = None) -> Table:
@@ -112,9 +113,9 @@ def traces_table(rows: list[tracing.TraceSummary], title: str, width: int | None
     limits: dict[str, int] = {}
     if width is not None:  # what the figures leave, shared by case and model
         room = width - sum(widest[2:]) - 2 * (len(_TRACE_COLUMNS) - 1)
-        case = max(5, min(widest[0], room // 2))
-        limits = {"case": case, "model": max(8, min(widest[1], room - case))}
-        limits["case"] = max(5, min(widest[0], room - limits["model"]))
+        half = max(_MIN_WIDTH["case"], min(widest[0], room // 2))
+        model = max(_MIN_WIDTH["model"], min(widest[1], room - half))
+        limits = {"case": max(_MIN_WIDTH["case"], min(widest[0], room - model)), "model": model}
     # Collapsed padding: one space each side of the column rule, not two.
     table = Table(
         title=title,
@@ -130,7 +131,7 @@ def traces_table(rows: list[tracing.TraceSummary], title: str, width: int | None
             justify=justify,  # type: ignore[arg-type]
             no_wrap=not flexible,
             overflow="ellipsis" if flexible else "fold",
-            min_width={"case": 5, "model": 8, "trace": TRACE_ID_SHOWN}.get(name),
+            min_width=_MIN_WIDTH.get(name),
             max_width=limits.get(name),
         )
     for line in cells:

@@ -83,15 +83,7 @@ async def test_results_finishing_while_the_lock_is_held_share_one_commit(tmp_pat
     store = Store.open(path)
     store.create_run("r1", "suite", {})
     committer = Committer(store)
-    commits: list[int] = []
-    write = store.write
-
-    def counting(results: list[ResultRow], cache: dict[str, Any], spans: Any = None) -> int:
-        written = write(results, cache, spans)  # raises while another writer holds the lock
-        commits.append(written)
-        return written
-
-    store.write = counting  # type: ignore[method-assign]
+    commits = counting_writes(store)  # a write raises while another writer holds the lock
     held = threading.Event()
     holder = hold_write_lock(path, 0.3, held)
     await asyncio.to_thread(held.wait)

@@ -23,7 +23,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from tracing import conventions as c
 from tracing.lean import LeanSpan
 from tracing.messages import gen_ai_messages, normalise_tool_call, to_json
-from tracing.mirror import llm_mirror
+from tracing.mirror import lacking, llm_mirror, within
 from tracing.setup import add_legal_attributes, attribute_room
 
 _SCALARS = frozenset({str, bool, int, float})
@@ -132,28 +132,21 @@ class LLMSpan(SpanHandle):
     all else and only as many as fit under the attribute count limit, as our exporters add
     them. A handle built on a span (`LLMSpan(span)`) writes both through at once."""
 
-    # The values recorded so far, whole, when this handle adds the twins itself (else None).
-    _values: dict[str, Any] | None = None
+    # The attributes the span started with, whole, when this handle adds the twins itself.
+    _start: Mapping[str, Any] | None = None
 
     def _begin(self, attributes: Mapping[str, Any]) -> None:
         super()._begin(attributes)
         if not (type(self.span) is LeanSpan and self.span.holds_whole_values()):
-            self._values = dict(attributes)
-
-    def _record(self, attributes: dict[str, Any]) -> None:
-        if self._values is not None:
-            self._values.update(attributes)
-        super()._record(attributes)
+            self._start = attributes
 
     def _flush(self) -> None:
+        start, pending = self._start, self._pending or {}
         super()._flush()
-        values = self._values
-        if values is None:
-            return
-        twins = [(k, v) for k, v in llm_mirror(values).items() if k not in values]
-        room = attribute_room(self.span)
-        if twins and room != 0:
-            add_legal_attributes(self.span, dict(twins if room is None else twins[:room]))
+        if start is not None:
+            twins = within(lacking({**start, **pending}), attribute_room(self.span))
+            if twins:
+                add_legal_attributes(self.span, twins)
 
     def set_response(
         self,

@@ -46,7 +46,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from tracing.mirror import mirror
+from tracing.mirror import mirror, within
 
 try:  # what the SDK's tracer uses: the span also wraps an async function it decorates
     from opentelemetry.util._decorator import _agnosticcontextmanager as _span_context
@@ -496,11 +496,8 @@ class LeanSpan(trace.Span):
         recorded without (`tracing.mirror`)."""
         limits = self._tracer.limits
         recorded = self._attributes
-        twins = mirror(recorded)
-        room = self.attribute_room()
-        if twins and room != 0:  # only those that fit: they never push out what was recorded
-            if room is not None and room < len(twins):
-                twins = dict(list(twins.items())[:room])
+        twins = within(mirror(recorded), self.attribute_room())
+        if twins:
             recorded = {**recorded, **twins}
         attributes = BoundedAttributes(limits.max_span_attributes, recorded)
         attributes.dropped = self.dropped_attributes

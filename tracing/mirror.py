@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
 from tracing import conventions as c
@@ -31,7 +32,20 @@ def mirror(attributes: Mapping[str, Any]) -> dict[str, Any]:
     other spans)."""
     if attributes.get(c.OPENINFERENCE_SPAN_KIND) != c.KIND_LLM:
         return {}
+    return lacking(attributes)
+
+
+def lacking(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """`llm_mirror(attributes)` without the names `attributes` set already."""
     return {k: v for k, v in llm_mirror(attributes).items() if k not in attributes}
+
+
+def within(twins: dict[str, Any], room: int | None) -> dict[str, Any]:
+    """The first `room` of `twins` (all of them when `room` is None): twins take only the room
+    left under a span's attribute count limit, never pushing out what it recorded."""
+    if room is None or len(twins) <= room:
+        return twins
+    return dict(islice(twins.items(), room))
 
 
 def llm_mirror(attributes: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,19 +65,24 @@ def llm_mirror(attributes: Mapping[str, Any]) -> dict[str, Any]:
     inputs = _messages(get(c.GEN_AI_INPUT_MESSAGES))
     if inputs is not None:
         derived.update(_flattened(inputs, output=False))
-        user = next((m for m in reversed(inputs) if m.get("role") == "user"), None)
-        text = _content(user) if user is not None else None
-        if text is not None:
-            derived[c.INPUT_VALUE] = text
-            derived[c.INPUT_MIME_TYPE] = c.MIME_TEXT
+        users = [i for i, m in enumerate(inputs) if m.get("role") == "user"]
+        if users:  # the last user message's text
+            _set_value(
+                derived, c.INPUT_VALUE, c.INPUT_MIME_TYPE, c.LLM_INPUT_MESSAGE_CONTENT, users[-1]
+            )
     outputs = _messages(get(c.GEN_AI_OUTPUT_MESSAGES))
     if outputs is not None:
         derived.update(_flattened(outputs, output=True))
-        text = _content(outputs[0]) if outputs else None
-        if text is not None:
-            derived[c.OUTPUT_VALUE] = text
-            derived[c.OUTPUT_MIME_TYPE] = c.MIME_TEXT
+        _set_value(derived, c.OUTPUT_VALUE, c.OUTPUT_MIME_TYPE, c.LLM_OUTPUT_MESSAGE_CONTENT, 0)
     return derived
+
+
+def _set_value(derived: dict[str, Any], key: str, mime_key: str, content: str, i: int) -> None:
+    """`key` (input.value or output.value): the flattened content of message `i`, if any."""
+    text = derived.get(content.format(i=i))
+    if text is not None:
+        derived[key] = text
+        derived[mime_key] = c.MIME_TEXT
 
 
 _SCALARS = (
@@ -98,10 +117,9 @@ def _parts(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [p for p in parts if isinstance(p, Mapping)] if isinstance(parts, list) else []
 
 
-def _content(message: Mapping[str, Any]) -> str | None:
+def _content(message: Mapping[str, Any], parts: list[Mapping[str, Any]]) -> str | None:
     """A message's text as OpenInference's `message.content` holds it: a tool result's text, or
     the text parts joined by newlines; None when the message had no content (only tool calls)."""
-    parts = _parts(message)
     if message.get("role") == "tool":
         for part in parts:
             if part.get("type") == "tool_call_response":
@@ -130,17 +148,15 @@ def _flattened(messages: list[dict[str, Any]], output: bool) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     for i, message in enumerate(messages):
         attributes[role_key.format(i=i)] = str(message.get("role", "user"))
-        text = _content(message)
+        parts = _parts(message)
+        text = _content(message, parts)
         if text is not None:
             attributes[content_key.format(i=i)] = text
-        calls = [p for p in _parts(message) if p.get("type") == "tool_call"]
         if not output and message.get("role") == "tool":
-            response = next(
-                (p for p in _parts(message) if p.get("type") == "tool_call_response"), None
-            )
+            response = next((p for p in parts if p.get("type") == "tool_call_response"), None)
             if response is not None and response.get("id") is not None:
                 attributes[c.LLM_INPUT_MESSAGE_TOOL_CALL_ID.format(i=i)] = str(response["id"])
-        for j, call in enumerate(calls):
+        for j, call in enumerate(p for p in parts if p.get("type") == "tool_call"):
             if call.get("id") is not None:
                 attributes[call_keys[0].format(i=i, j=j)] = str(call["id"])
             if call.get("name") is not None:

@@ -64,9 +64,6 @@ def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
         for name, value in env.items()
         if _SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH
     }
-    # As JSON-encoded texts hold them too (span attributes holding messages, arguments): a
-    # value with a quote, backslash or control character reads differently there.
-    values |= {escaped for value in values if (escaped := _json_escaped(value)) != value}
     # Longest first, so a secret that contains another is replaced whole.
     return sorted(values, key=len, reverse=True)
 
@@ -85,9 +82,15 @@ def _compile(env_values: Iterable[str]) -> re.Pattern[str]:
 class _Matcher:
     """The compiled pattern and the literal triggers that make running it worthwhile."""
 
-    def __init__(self, secrets: list[str]) -> None:
-        self.pattern = _compile(secrets)
-        self.triggers = (*_KEY_TRIGGERS, *secrets)
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # As JSON-encoded texts hold them too (span attributes holding messages, arguments): a
+        # value with a quote, backslash or control character reads differently there. Longest
+        # first, so a secret that contains another is replaced whole.
+        values = {*secrets}
+        values |= {_json_escaped(value) for value in values}
+        ordered = sorted(values, key=len, reverse=True)
+        self.pattern = _compile(ordered)
+        self.triggers = (*_KEY_TRIGGERS, *ordered)
 
     def redact(self, text: str) -> str:
         return self.pattern.sub(REDACTED, text) if self.triggered(text) else text
@@ -114,10 +117,7 @@ class _Redactor:
     ) -> _Matcher:
         with self._lock:
             values = secret_env_values(environ)
-            extras = [value for value in extra if len(value) >= MIN_SECRET_LENGTH]
-            values.extend(extras)
-            values.extend(escaped for value in extras if (escaped := _json_escaped(value)) != value)
-            values.sort(key=len, reverse=True)
+            values.extend(value for value in extra if len(value) >= MIN_SECRET_LENGTH)
             self.matcher = _Matcher(values)
             return self.matcher
 

@@ -605,7 +605,9 @@ class TracingHandle:
         return self.provider.force_flush(timeout_ms)
 
     def shutdown(self) -> None:
-        """Flush and stop every exporter; spans ended afterwards are counted as dropped."""
+        """Flush and stop every exporter; spans ended afterwards are counted as dropped. The
+        span store writes its rows itself again (`hand_span_rows_to`) for the flush."""
+        self.hand_span_rows_to(None)
         self.provider.shutdown()
 
     def stats(self) -> list[ExportStats]:

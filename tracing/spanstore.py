@@ -330,10 +330,7 @@ class SpanStore:
             labels = self._label(rows)
             sink = self._sink
             if sink is not None and rows:
-                if self._closed:
-                    raise SpanStoreError(f"span store {self.path} is closed")
-                resolved = [self._resolve_resource(self._conn, row) for row in rows]
-                sink(SpanRows(resolved, labels))
+                sink(SpanRows(self._resolved(rows), labels))
                 self._labelled(labels)  # as far as this store knows: the writer has them
                 return len(rows)
         for start in range(0, len(rows), TRANSACTION_SPANS):
@@ -360,12 +357,8 @@ class SpanStore:
         (up to the interpreter's switch interval each time), and the run's result commits
         waited for it (`benchmarks/README.md`: lock held p90 11.9 ms per 256 spans before)."""
         with self._lock:
-            if self._closed:
-                raise SpanStoreError(f"span store {self.path} is closed")
             conn = self._conn
-            # A resource new to this file is stored first, in its own statement: a row of it
-            # left without spans (if what follows fails) is harmless, and found again later.
-            resolved = [self._resolve_resource(conn, row) for row in rows]
+            resolved = self._resolved(rows)
             if not labels:  # at most `TRANSACTION_SPANS` rows: one statement
                 insert_rows(conn, SpanRows(resolved, []))
                 return
@@ -378,6 +371,14 @@ class SpanStore:
                     conn.execute("ROLLBACK")
                 raise
             self._labelled(labels)  # not on failure, so the trace's next write tries again
+
+    def _resolved(self, rows: list[list[Any]]) -> list[list[Any]]:
+        """`rows` with their resources' ids (called under the lock). A resource new to this
+        file is stored first, in its own statement: a row of it left without spans (if what
+        follows fails) is harmless, and found again later."""
+        if self._closed:
+            raise SpanStoreError(f"span store {self.path} is closed")
+        return [self._resolve_resource(self._conn, row) for row in rows]
 
     def _labelled(self, labels: list[_Label]) -> None:
         for run_id, case_id, trace_id in labels:
